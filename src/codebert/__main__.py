@@ -1,0 +1,3 @@
+from codebert.cli import main
+
+raise SystemExit(main())

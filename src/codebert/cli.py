@@ -1,0 +1,147 @@
+"""The `codebert` command: parse, validate, call `<stage>.main(cfg)`, print. No ML here.
+
+Each stage is a `Stage`: its words on the command line, its config dataclass, its `main(cfg)`
+returning a dict of figures, and a `render(figures)` for people. Flags are generated from the
+config's fields (the field's text is its help), so a new option is one line in one dataclass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import typing
+from dataclasses import MISSING, dataclass, fields
+from typing import Literal, get_args, get_origin
+
+from codebert import __version__
+from codebert.config import ConfigError, unwrap_optional, load_config, read_preset
+from codebert.errors import UserError
+from codebert.report import json_line
+
+log = logging.getLogger("codebert")
+
+
+@dataclass(frozen=True)
+class Stage:
+    words: tuple[str, ...]  # e.g. ("corpus", "extract")
+    module: str  # module holding the config class, main() and render()
+    config: str  # name of the config dataclass in that module
+    summary: str  # one line for `codebert --help`
+    preset_section: str | None = None  # section of a YAML preset this stage reads (None: whole file)
+    main: str = "main"
+    render: str | None = "render"
+
+
+STAGES = [
+    Stage(("corpus", "extract"), "codebert.corpus.build", "ExtractConfig", "extract functions and docs from source trees into a CodeSearchNet-format corpus", "corpus"),
+    Stage(("corpus", "stats"), "codebert.corpus.stats", "StatsConfig", "count records, repositories and token lengths of a corpus"),
+    Stage(("tokenizer", "train"), "codebert.tokenizer", "TrainTokenizerConfig", "train a byte-level BPE tokenizer on NL and code", "tokenizer"),
+    Stage(("quickstart",), "codebert.quickstart", "QuickstartConfig", "run the whole pipeline offline on the Python standard library", "quickstart"),
+]
+
+
+def _add_field_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
+    hints = typing.get_type_hints(config_cls)
+    for f in fields(config_cls):
+        help_text = f.metadata.get("help", "")
+        tp, _ = unwrap_optional(hints[f.name])
+        is_list = get_origin(tp) is list
+        if f.default is not MISSING:
+            help_text += f" (default: {f.default})"
+        elif f.default_factory is not MISSING:
+            help_text += f" (default: {' '.join(map(str, f.default_factory()))})"
+        if get_origin(tp) is Literal:
+            help_text += f" [{'|'.join(map(str, get_args(tp)))}]"
+        metavar = f.metadata.get("metavar")
+        if f.metadata.get("positional"):
+            parser.add_argument(f.name, nargs="+" if is_list else None, help=help_text, metavar=metavar or f.name.upper())
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if tp is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(
+                flag, dest=f.name, nargs="+" if is_list else None, default=argparse.SUPPRESS, help=help_text,
+                metavar=metavar or f.name.split("_")[-1].upper(),
+            )
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[tuple[str, ...], Stage]]:
+    parser = argparse.ArgumentParser(
+        prog="codebert",
+        description="CodeBERT (Feng et al., 2020) end to end, and natural-language code search.",
+    )
+    parser.add_argument("--version", action="version", version=f"codebert {__version__}")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    top = parser.add_subparsers(dest="stage", metavar="<stage>", title="stages")
+    registry: dict[tuple[str, ...], Stage] = {}
+    for stage in STAGES:
+        module = importlib.import_module(stage.module)
+        config_cls = getattr(module, stage.config)
+        if len(stage.words) == 1:
+            sub = top.add_parser(stage.words[0], help=stage.summary, description=stage.summary)
+        else:
+            if stage.words[0] not in groups:
+                group_parser = top.add_parser(stage.words[0], help=f"{stage.words[0]} commands")
+                groups[stage.words[0]] = group_parser.add_subparsers(dest="command", metavar="<command>", title="commands")
+            sub = groups[stage.words[0]].add_parser(stage.words[1], help=stage.summary, description=stage.summary)
+        sub.set_defaults(_stage=stage.words)
+        if stage.preset_section is not None:
+            sub.add_argument("--config", dest="_config", metavar="PRESET", default=None,
+                             help="YAML preset: a name (tiny, small, base) or a file; flags override it")
+        if stage.render is not None:
+            sub.add_argument("--json", dest="_json", action="store_true", help="print the figures as one JSON object on the last line")
+        sub.add_argument("-v", "--verbose", dest="_verbose", action="store_true", help="log more")
+        _add_field_arguments(sub, config_cls)
+        registry[stage.words] = stage
+    return parser, registry
+
+
+def run(argv: list[str]) -> int:
+    parser, registry = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    words = getattr(args, "_stage", None)
+    if words is None:
+        # `codebert` alone, or a group without its command (`codebert corpus`): show what there is.
+        if argv and argv[0] in {s.words[0] for s in STAGES}:
+            parser.parse_args([argv[0], "--help"])  # prints the group's commands and exits
+        parser.print_help()
+        return 0 if not argv else 2
+    stage = registry[words]
+    logging.basicConfig(
+        level=logging.INFO if args._verbose else logging.WARNING,
+        format="codebert: %(levelname)s: %(message)s",
+    )
+    module = importlib.import_module(stage.module)
+    config_cls = getattr(module, stage.config)
+    flags = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("stage", "command")}
+    preset = read_preset(args._config, stage.preset_section) if getattr(args, "_config", None) else None
+    problems = [f"{extra}: unknown option" for extra in extras if extra.startswith("-")]
+    problems += [f"{extra}: unexpected argument" for extra in extras if not extra.startswith("-")]
+    try:
+        cfg = load_config(config_cls, preset, flags)
+    except ConfigError as exc:
+        raise ConfigError(problems + exc.problems) from None
+    if problems:
+        raise ConfigError(problems)
+    figures = getattr(module, stage.main)(cfg)
+    if stage.render is not None and figures is not None:
+        print(getattr(module, stage.render)(figures), flush=True)
+        if args._json:
+            print(json_line(figures), flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return run(argv)
+    except UserError as exc:
+        print(f"codebert: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("codebert: interrupted", file=sys.stderr)
+        return 130
+
