@@ -104,6 +104,9 @@ def save(tokenizer, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         tokenizer.save_pretrained(tmp)
+        # vocab.json + merges.txt too: the files roberta-base and codebert-base ship, which older
+        # transformers releases and other tools read.
+        tokenizer.backend_tokenizer.model.save(tmp)
         staged = Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
         for item in staged.iterdir():
@@ -171,6 +174,8 @@ def build_pair(nl_ids: list[int], code_ids: list[int], max_length: int, cls_id: 
 def main(cfg: TrainTokenizerConfig) -> dict[str, Any]:
     start = time.perf_counter()
     tokenizer, report = train(cfg)
+    if len(tokenizer) < cfg.vocab_size:
+        log.warning("the corpus has too few distinct merges: %d tokens instead of %d", len(tokenizer), cfg.vocab_size)
     save(tokenizer, cfg.out)
     return {
         "out": str(cfg.out),

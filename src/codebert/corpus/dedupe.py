@@ -59,7 +59,9 @@ def near_duplicate_mask(
         return [False] * len(candidates)
     ref_sets = [set(r["code_tokens"]) for r in references]
     cand_sets = [set(c["code_tokens"]) for c in candidates]
-    lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
+    # LSH only proposes candidates; above 0.9 it has too few bands to work, and a lower threshold
+    # proposes more pairs, which the exact check below then sorts out.
+    lsh = MinHashLSH(threshold=min(threshold, 0.9), num_perm=NUM_PERM)
     with lsh.insertion_session() as session:
         for i, mh in enumerate(_minhashes(ref_sets)):
             session.insert(i, mh)

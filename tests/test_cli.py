@@ -1,0 +1,113 @@
+"""The command line: stages listed, presets + flags merged, every problem reported at once, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from codebert.cli import main
+from codebert.config import ConfigError, load_config, option
+from conftest import SAMPLES
+
+
+@dataclass
+class Example:
+    name: str = option("x", "a name")
+    steps: int = option(10, "how many steps")
+    lr: float = option(1e-4, "learning rate")
+    mode: Literal["a", "b"] = option("a", "the mode")
+    tags: list[str] = option([], "tags")
+    fast: bool = option(False, "go fast")
+    path: Path | None = option(None, "somewhere")
+
+    def validate(self):
+        return ["--steps: must be positive"] if self.steps <= 0 else []
+
+
+def test_defaults_then_preset_then_flags():
+    cfg = load_config(Example, {"steps": 20, "lr": 0.5}, {"lr": "3e-4", "tags": ["p", "q"], "fast": True})
+    assert (cfg.steps, cfg.lr, cfg.tags, cfg.fast, cfg.mode) == (20, 3e-4, ["p", "q"], True, "a")
+    assert load_config(Example, None, {"path": "none"}).path is None
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(ConfigError) as err:
+        load_config(Example, {"stepz": 3, "mode": "c"}, {"lr": "abc", "steps": "1.5", "fast": "maybe"})
+    problems = err.value.problems
+    assert len(problems) == 5
+    text = "\n".join(problems)
+    for needle in ("stepz (in the config file): unknown option", "mode", "--lr: 'abc' is not a number",
+                   "--steps: '1.5' is not an integer", "--fast"):
+        assert needle in text
+
+
+def test_validate_runs_after_types_are_right():
+    with pytest.raises(ConfigError, match="must be positive"):
+        load_config(Example, None, {"steps": "0"})
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "codebert", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_the_stages():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    for stage in ("corpus", "tokenizer", "quickstart"):
+        assert stage in out.stdout
+    assert "extract" in run_cli("corpus", "--help").stdout
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["corpus", "extract", "/no/such/dir", "--out", "x"], "does not exist"),
+        (["corpus", "extract", str(SAMPLES), "--out", "x", "--workers", "two", "--bogus", "1"], "--bogus: unknown option"),
+        (["corpus", "stats", "/no/such/dir"], "no such directory"),
+        (["tokenizer", "train", "--data", "/nope", "--out", "x", "--config", "nope.yaml"], "neither a file nor a preset"),
+    ],
+)
+def test_user_mistakes_end_in_a_short_error_not_a_traceback(args, needle, tmp_path):
+    out = run_cli(*args)
+    assert out.returncode == 2
+    assert needle in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_two_problems_in_one_message(tmp_path):
+    out = run_cli("corpus", "extract", str(SAMPLES), "--out", str(tmp_path), "--workers", "two", "--seed", "x")
+    assert out.returncode == 2
+    assert "--workers" in out.stderr and "--seed" in out.stderr and "2 problem(s)" in out.stderr
+
+
+def test_extract_then_stats_with_json_last_line(tmp_path, capsys):
+    assert main(["corpus", "extract", str(SAMPLES), "--out", str(tmp_path / "c"), "--no-progress",
+                 "--valid-fraction", "0", "--test-fraction", "0", "--json"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last)["counts"]["go"]["train"] == 2
+    assert main(["corpus", "stats", str(tmp_path / "c"), "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    stats = json.loads(out[-1])["stats"]
+    assert stats["javascript"]["train"]["records"] == 5
+    assert any(line.startswith("| total") for line in out)
+
+
+def test_preset_by_name(tmp_path, capsys):
+    corpus = tmp_path / "c"
+    main(["corpus", "extract", str(SAMPLES), "--out", str(corpus), "--no-progress", "--valid-fraction", "0", "--test-fraction", "0"])
+    assert main(["tokenizer", "train", "--config", "tiny", "--data", str(corpus), "--out", str(tmp_path / "t"),
+                 "--min-frequency", "1", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 600 < figures["vocab_size"] <= 1000  # tiny.yaml asks 1000; the sample corpus has fewer merges
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("tokenizer:\n  vocab_size: 500\n  min_frequency: 5\n")
+    assert main(["tokenizer", "train", "--config", str(preset), "--data", str(corpus), "--out", str(tmp_path / "t2"),
+                 "--min-frequency", "1", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert figures["vocab_size"] == 500  # the preset's size; the flag overrode its min_frequency

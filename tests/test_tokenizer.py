@@ -1,0 +1,119 @@
+"""The tokenizer: trained and saved so transformers opens it, exact round trips, the pair layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from codebert.config import load_config
+from codebert.corpus import build
+from codebert.errors import UserError
+from codebert.tokenizer import (
+    SPECIAL_TOKENS,
+    TrainTokenizerConfig,
+    build_pair,
+    load_tokenizer,
+    main,
+    truncate_pair_lengths,
+)
+from conftest import SAMPLES
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tok")
+    build.main(load_config(build.ExtractConfig, None, {"paths": [str(SAMPLES)], "out": str(root / "corpus"),
+                                                       "progress": "false", "valid_fraction": "0", "test_fraction": "0"}))
+    figures = main(TrainTokenizerConfig(data=root / "corpus", out=root / "tok", vocab_size=600, min_frequency=1))
+    assert figures["vocab_size"] == 600
+    return root / "tok"
+
+
+def test_transformers_opens_it_with_roberta_special_ids(tokenizer_dir):
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    assert [tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
+    assert (tok.cls_token_id, tok.pad_token_id, tok.sep_token_id, tok.mask_token_id) == (0, 1, 2, 4)
+    assert len(tok) == 600
+
+
+def test_pair_encoding_matches_robertas_layout(tokenizer_dir):
+    tok = load_tokenizer(tokenizer_dir)
+    ids = tok("return the sum", "def add(a, b): return a + b")["input_ids"]
+    nl = tok("return the sum", add_special_tokens=False)["input_ids"]
+    code = tok("def add(a, b): return a + b", add_special_tokens=False)["input_ids"]
+    assert ids == build_pair(nl, code, 512).input_ids
+    assert ids[0] == 0 and ids[len(nl) + 1 : len(nl) + 3] == [2, 2] and ids[-1] == 2
+
+
+CODE_SAMPLES = [
+    'def parse_memory(s):\n    """Parse 1g, 200m."""\n    units = {\'g\': 1024}\n\treturn int(s[:-1])\n',
+    "  leading spaces and trailing   \n\n\n",
+    "func (s *Stack) Push(v int) { s.items = append(s.items, v) } // ünïcödé ✓ 中文 🙂",
+    "<?php echo \"$a\\n\"; ?>\r\nwindows line\r\n",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", CODE_SAMPLES)
+def test_decoding_an_encoding_gives_back_the_exact_text(tokenizer_dir, text):
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text
+    assert 3 not in ids  # byte-level BPE never needs <unk>
+
+
+def test_every_sample_function_round_trips(tokenizer_dir):
+    tok = load_tokenizer(tokenizer_dir)
+    for path in SAMPLES.rglob("*.*"):
+        text = path.read_text(encoding="utf-8")
+        assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text, path
+
+
+def reference_truncation(a: int, b: int, budget: int) -> tuple[int, int]:
+    """BERT's _truncate_seq_pair, as CodeBERT's code-search scripts use it, on lengths."""
+    while a + b > budget:
+        if a > b:
+            a -= 1
+        else:
+            b -= 1
+    return a, b
+
+
+def test_truncation_is_longest_first_like_the_reference():
+    for a in range(0, 30):
+        for b in range(0, 30):
+            for budget in range(0, 40):
+                assert truncate_pair_lengths(a, b, budget) == reference_truncation(a, b, budget), (a, b, budget)
+
+
+def test_build_pair_truncates_to_max_length_and_reports_segments():
+    pair = build_pair(list(range(10, 30)), list(range(100, 200)), max_length=20)
+    assert len(pair.input_ids) == 20
+    assert pair.input_ids[pair.nl] == list(range(10, 18)) and pair.input_ids[pair.code] == list(range(100, 108))
+    assert pair.input_ids[0] == 0 and pair.input_ids[pair.nl.stop : pair.code.start] == [2, 2]
+
+
+def test_a_local_roberta_style_folder_loads(tmp_path, tokenizer_dir):
+    # vocab.json + merges.txt alone is how roberta-base and codebert-base ship their tokenizer.
+    folder = tmp_path / "roberta-like"
+    folder.mkdir()
+    for name in ("vocab.json", "merges.txt"):
+        (folder / name).write_bytes((tokenizer_dir / name).read_bytes())
+    (folder / "config.json").write_text(json.dumps({"model_type": "roberta"}))
+    tok = load_tokenizer(folder)
+    assert tok.decode(tok("x = 1", add_special_tokens=False)["input_ids"]) == "x = 1"
+
+
+def test_bad_tokenizer_paths_are_user_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="not a tokenizer folder"):
+        load_tokenizer(tmp_path / "empty")
+
+
+def test_config_rejects_tiny_vocab_and_missing_data(tmp_path):
+    with pytest.raises(UserError) as err:
+        load_config(TrainTokenizerConfig, None, {"data": str(tmp_path / "nope"), "out": "x", "vocab_size": "10"})
+    assert "--vocab-size" in str(err.value) and "no such folder" in str(err.value)
