@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import inspect
 import re
 
@@ -35,17 +34,15 @@ def summary(doc: str) -> str:
 
 
 def clean_python_docstring(literal: str) -> str:
-    """The text of a Python string literal, dedented as `inspect.cleandoc` does (PEP 257)."""
-    try:
-        value = ast.literal_eval(literal)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        # f-strings and the like: drop the prefix and the quotes by hand.
-        body = literal.lstrip("rRuUbBfF")
-        quote = body[:3] if body[:3] in ('"""', "'''") else body[:1]
-        value = body[len(quote) : len(body) - len(quote)] if body.endswith(quote) else body
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return inspect.cleandoc(value) if isinstance(value, str) else ""
+    """The text of a Python docstring literal as written (escapes not evaluated), dedented (PEP 257).
+
+    Like CodeSearchNet, the source text is kept: `"newline (b'\\n')"` stays a backslash and an n.
+    """
+    body = literal.lstrip("rRuUbBfF")
+    quote = body[:3] if body[:3] in ('"""', "'''") else body[:1]
+    if len(body) >= 2 * len(quote) and body.endswith(quote):
+        body = body[len(quote) : len(body) - len(quote)]
+    return inspect.cleandoc(body)
 
 
 def clean_block_comment(text: str) -> str:

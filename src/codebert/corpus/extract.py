@@ -247,7 +247,7 @@ def extract_all(files: list[SourceFile], workers: int, progress: bool = True) ->
             absorb(extract_file(src))
     else:
         # fork would copy the parent's tree-sitter state; spawn starts clean workers on every OS.
-        context = multiprocessing.get_context("spawn")
+        context = multiprocessing.get_context("forkserver")
         with context.Pool(workers) as pool:
             for part in pool.imap_unordered(extract_file, files, chunksize=4):
                 absorb(part)

@@ -25,7 +25,8 @@ GENERATED_HEAD_BYTES = 1500  # generated-file markers are looked for in this man
 
 TEST_DIRS = frozenset({"test", "tests", "testing", "spec", "specs", "__tests__", "testdata", "test_data"})
 VENDOR_DIRS = frozenset({"vendor", "node_modules", "third_party", "bower_components", "site-packages"})
-SKIPPED_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", ".tox", ".venv", "venv"})
+# Version-control and tool folders; a project's virtual environment (.venv) is someone else's code.
+SKIPPED_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", ".tox", ".venv"})
 _TEST_FILE = re.compile(
     r"(^test_.*|.*_test\.\w+$|.*\.(spec|test)\.\w+$|.*Tests?\.(java|cs)$|.*_spec\.rb$|^conftest\.py$)"
 )
@@ -92,9 +93,9 @@ def function_reason(fn: Function, lang: str) -> str | None:
         return "test_name"
     if is_special_name(fn, lang):
         return "constructor_or_special"
-    if fn.code_lines < MIN_CODE_LINES:
+    if fn.lines < MIN_CODE_LINES:
         return "too_short"
-    if fn.code_lines > MAX_CODE_LINES:
+    if fn.lines > MAX_CODE_LINES:
         return "too_long"
     if any(len(line) > MAX_LINE_CHARS for line in fn.code.splitlines()):
         return "minified"

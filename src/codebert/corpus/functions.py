@@ -24,7 +24,7 @@ class Function:
     end_line: int  # 1-based, last line
     code: str  # the function's source text as in the file
     code_tokens: list[str]  # leaf tokens without comments and docstring; a literal is one token
-    code_lines: int  # lines that hold at least one code token (blank, comment, doc lines excluded)
+    lines: int  # non-blank lines of `code` (what CodeSearchNet's "at least 3 lines" counts)
     docstring: str  # the cleaned doc comment, "" if none
     is_constructor: bool  # by node type (Java/C# constructors); names are checked by filters
     is_method: bool  # defined in a class-like scope or with a receiver (Go)
@@ -182,10 +182,9 @@ def _doc_text(spec: LanguageSpec, nodes: list[Node]) -> str:
     return docstrings.clean_line_comments(texts, spec.line_marker)
 
 
-def _code_tokens(node: Node, spec: LanguageSpec, skip: Node | None) -> tuple[list[str], int]:
-    """Leaf tokens of `node` in order, literals whole, comments and `skip` left out; and line count."""
+def _code_tokens(node: Node, spec: LanguageSpec, skip: Node | None) -> list[str]:
+    """Leaf tokens of `node` in order, literals whole, comments and `skip` (the docstring) left out."""
     tokens: list[str] = []
-    rows: set[int] = set()
     skip_id = skip.id if skip is not None else None
     stack = [node]
     while stack:
@@ -196,10 +195,9 @@ def _code_tokens(node: Node, spec: LanguageSpec, skip: Node | None) -> tuple[lis
             text = _text(current)
             if text:  # zero-width MISSING nodes carry no text
                 tokens.append(text)
-                rows.add(current.start_point[0])
             continue
         stack.extend(reversed(current.children))
-    return tokens, len(rows)
+    return tokens
 
 
 def parse_functions(source: bytes, lang: str) -> tuple[list[Function], bool]:
@@ -222,11 +220,13 @@ def parse_functions(source: bytes, lang: str) -> tuple[list[Function], bool]:
             child_scopes = scopes + (_scope_name(node) or "<anonymous>",)
         elif node_type in spec.function_types:
             named = _name_and_anchor(node, spec)
-            if named is not None and (not in_function or spec.nested_functions):
+            if named is not None:
                 name, anchor = named
-                is_method = bool(scopes) or (spec.name == "go" and node_type == "method_declaration")
+                is_method = bool(scopes) and not in_function or (spec.name == "go" and node_type == "method_declaration")
                 qualified = ".".join((*scopes, name)) if scopes and "." not in name else name
                 found.append((node, anchor, qualified, is_method))
+                # A function defined inside another is named after it (`outer.inner`), as in csn6.
+                child_scopes = (*scopes, name)
             child_in_function = True
         for child in reversed(node.children):
             stack.append((child, child_scopes, child_in_function))
@@ -241,7 +241,7 @@ def parse_functions(source: bytes, lang: str) -> tuple[list[Function], bool]:
             doc = _doc_text(spec, index.before(anchor, spec.doc_style, spec.line_marker))
         else:
             doc = ""
-        tokens, code_lines = _code_tokens(node, spec, doc_node)
+        code = _text(node)
         body = node.child_by_field_name("body")
         functions.append(
             Function(
@@ -249,9 +249,9 @@ def parse_functions(source: bytes, lang: str) -> tuple[list[Function], bool]:
                 kind=node.type,
                 start_line=node.start_point[0] + 1,
                 end_line=node.end_point[0] + 1,
-                code=_text(node),
-                code_tokens=tokens,
-                code_lines=code_lines,
+                code=code,
+                code_tokens=_code_tokens(node, spec, doc_node),
+                lines=sum(1 for line in code.splitlines() if line.strip()),
                 docstring=doc,
                 is_constructor=node.type in spec.constructor_types,
                 is_method=is_method,

@@ -31,7 +31,6 @@ class LanguageSpec:
     atomic_types: frozenset[str]  # literals kept whole as one code token
     constructor_types: frozenset[str]  # node types that are constructors by themselves
     special_names: frozenset[str]  # constructors and toString-like methods, left out by name
-    nested_functions: bool = False  # whether a function inside another function is extracted
 
 
 def _names(*names: str) -> frozenset[str]:
@@ -90,8 +89,6 @@ SPECS: dict[str, LanguageSpec] = {
         atomic_types=_names("string", "template_string", "regex"),
         constructor_types=_names(),
         special_names=_names("constructor", "toString", "valueOf", "toJSON", "inspect"),
-        # Modules are often wrapped in one function (IIFE, UMD, define()): keep what is inside.
-        nested_functions=True,
     ),
     "php": LanguageSpec(
         name="php",
