@@ -1,11 +1,13 @@
-"""Agreement of our extraction with csn6's on the functions both took from the CPython 3.11 stdlib.
+"""Agreement of our extraction with csn6's, on the functions of packages that both extracted.
 
-csn6 (../shared/data/csn6) holds 1,890 functions of the CPython 3.11 standard library, extracted by
-its own tree-sitter pipeline. We extract this interpreter's standard library and, for every csn6
-function that we also found (same file path, qualified name and line span), compare docstring_tokens and
-code_tokens. Prints the share of exact matches of each field and a few differences.
+csn6 (../shared/data/csn6) was extracted from Debian, PyPI and npm packages and the CPython 3.11
+standard library by its own tree-sitter pipeline. We extract a source tree (default: this
+interpreter's standard library) and, for every csn6 function that we also found at the same place
+(the last two components of its file path, its qualified name and its line span), compare
+docstring_tokens and code_tokens. A csn6 function counts as "not found" only if a file of ours has
+its path: other packages (or other releases) of csn6 are left out of the comparison.
 
-    python benchmarks/compare_with_csn6.py [--csn6 ../shared/data/csn6]
+    python benchmarks/compare_with_csn6.py [TREE ...] [--csn6 DIR] [--languages python ...]
 """
 
 from __future__ import annotations
@@ -15,40 +17,43 @@ import sysconfig
 from collections import Counter
 from pathlib import Path
 
-from codebert.corpus.extract import extract_file, walk
-from codebert.corpus.jsonl import read_jsonl
+from codebert.corpus.extract import extract_all, walk
+from codebert.corpus.jsonl import ALL_FILES, read_jsonl
+from codebert.corpus.languages import DEFAULT_LANGUAGES
 from codebert.report import format_table
+
+
+def place(record: dict) -> tuple[str, str, str]:
+    tail = "/".join(record["path"].split("/")[-2:])
+    return tail, record["func_name"], record["url"].rsplit("#", 1)[1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("trees", nargs="*", type=Path, default=[Path(sysconfig.get_paths()["stdlib"])])
     parser.add_argument("--csn6", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/csn6")
+    parser.add_argument("--languages", nargs="+", default=list(DEFAULT_LANGUAGES))
     opts = parser.parse_args()
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    theirs = {}
-    for split in ("train", "valid", "test", "unimodal"):
-        for r in read_jsonl(opts.csn6 / "python" / f"{split}.jsonl.gz"):
-            if r["repo"].startswith("cpython"):
-                theirs[(r["path"].removeprefix("Lib/"), r["func_name"], r["url"].rsplit("#", 1)[1])] = r
-    ours = {}
-    for src in walk([stdlib], ("python",), "root", Counter()):
-        result = extract_file(src)
-        for r in result.bimodal + result.unimodal:
-            ours[(r["path"], r["func_name"], r["url"].rsplit("#", 1)[1])] = r
-    common = sorted(set(theirs) & set(ours))
+    files = list(walk(opts.trees, tuple(opts.languages), "top", Counter()))
+    result = extract_all(files, workers=2, progress=False)
+    ours = {place(r): r for r in result.bimodal + result.unimodal}
+    our_files = {(r["language"], "/".join(r["path"].split("/")[-2:])) for r in result.bimodal + result.unimodal}
     rows, examples = [], []
-    for field in ("docstring_tokens", "code_tokens"):
-        same = sum(theirs[k][field] == ours[k][field] for k in common)
-        rows.append([field, len(common), same, same / max(len(common), 1)])
-        examples += [(field, k) for k in common if theirs[k][field] != ours[k][field]][:3]
-    print(f"csn6 cpython functions: {len(theirs):,}; found by us with the same path, name and lines: {len(common):,} "
-          f"({len(common) / max(len(theirs), 1):.1%})")
-    print(format_table(["field", "compared", "identical", "share"], rows))
-    missing = sorted(set(theirs) - set(ours))[:5]
-    if missing:
-        print("not found by us (first 5):", ", ".join(f"{p}:{n}#{lines}" for p, n, lines in missing))
-    for field, key in examples:
-        print(f"- {field} differs for {key[0]}:{key[1]}#{key[2]}\n    csn6: {theirs[key][field][:25]}\n    ours: {ours[key][field][:25]}")
+    for lang in opts.languages:
+        theirs = {}
+        for split in ALL_FILES:
+            for r in read_jsonl(opts.csn6 / lang / f"{split}.jsonl.gz"):
+                if (lang, place(r)[0]) in our_files:
+                    theirs[place(r)] = r
+        common = [k for k in theirs if k in ours]
+        same_doc = sum(theirs[k]["docstring_tokens"] == ours[k]["docstring_tokens"] for k in common)
+        same_code = sum(theirs[k]["code_tokens"] == ours[k]["code_tokens"] for k in common)
+        rows.append([lang, len(theirs), len(common), same_doc, same_code])
+        examples += [k for k in theirs if k not in ours][:2]
+        examples += [k for k in common if theirs[k]["code_tokens"] != ours[k]["code_tokens"]][:2]
+    print(format_table(["language", "csn6 functions in our files", "found by us", "same docstring_tokens", "same code_tokens"], rows))
+    for key in examples:
+        print("- differs or missing:", "/".join(key))
 
 
 if __name__ == "__main__":

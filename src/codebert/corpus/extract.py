@@ -13,8 +13,11 @@ import logging
 import multiprocessing
 import os
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -246,11 +249,16 @@ def extract_all(files: list[SourceFile], workers: int, progress: bool = True) ->
         for src in files:
             absorb(extract_file(src))
     else:
-        # fork would copy the parent's tree-sitter state; spawn starts clean workers on every OS.
-        context = multiprocessing.get_context("forkserver")
-        with context.Pool(workers) as pool:
-            for part in pool.imap_unordered(extract_file, files, chunksize=4):
-                absorb(part)
+        # forkserver: workers start from a clean process (no parent threads or parsers copied),
+        # quicker than spawn. A worker that dies (a crash in a parser) fails the run loudly
+        # instead of hanging it.
+        context = multiprocessing.get_context("forkserver" if sys.platform == "linux" else "spawn")
+        try:
+            with ProcessPoolExecutor(workers, mp_context=context) as pool:
+                for part in pool.map(extract_file, files, chunksize=4):
+                    absorb(part)
+        except BrokenProcessPool:
+            raise RuntimeError("an extraction worker died; rerun with --workers 1 to see which file") from None
     bar.close()
     # Workers finish in any order: sort so that the output depends only on the input.
     key = lambda r: (r["repo"], r["path"], r["url"])  # noqa: E731

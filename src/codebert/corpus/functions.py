@@ -37,8 +37,8 @@ def _text(node: Node | None) -> str:
 
 
 def _scope_name(node: Node) -> str:
-    # Ruby's `class A::B` names a nested scope: written A.B like every other qualified name.
-    return _text(node.child_by_field_name("name")).replace("::", ".")
+    # Written as in the source: Ruby's `class Thor::Runner` qualifies as `Thor::Runner.help` (as csn6).
+    return _text(node.child_by_field_name("name"))
 
 
 def _go_receiver_type(node: Node) -> str:
@@ -148,14 +148,16 @@ class _Comments:
         return not self.source[line_start : node.start_byte].strip()
 
     def before(self, anchor: Node, style: str, marker: str) -> list[Node]:
-        """The doc comment(s) directly above `anchor` (no blank line between), oldest first."""
+        """The doc comment(s) right above `anchor`, oldest first."""
         i = bisect.bisect_right(self.ends, anchor.start_byte) - 1
         found: list[Node] = []
         start = anchor.start_byte
         while i >= 0:
             node = self.nodes[i]
             gap = self._gap(node.end_byte, start)
-            if gap is None or gap.count(b"\n") > 1 or not self._own_line(node):
+            # A block doc may stand a blank line away from its declaration (as in csn6); a run of
+            # line comments must touch it, or a file's header comment would document the first function.
+            if gap is None or not self._own_line(node) or (style != "block" and gap.count(b"\n") > 1):
                 break
             text = _text(node)
             if style == "block":
