@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -196,12 +195,3 @@ def test_unreadable_file_is_a_reason_not_a_crash(tmp_path, monkeypatch):
     monkeypatch.setattr("builtins.open", denied)
     assert read_source(str(path)) == (None, "unreadable")
 
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_unreadable_file_is_counted(tmp_path):
-    (tmp_path / "p").mkdir()
-    f = tmp_path / "p" / "secret.py"
-    f.write_bytes(GOOD)
-    f.chmod(0)
-    figures = run_extract([tmp_path], tmp_path / "out", languages=["python"])
-    assert figures["reasons"]["file:unreadable"]["python"] == 1
