@@ -81,9 +81,12 @@ def test_user_mistakes_end_in_a_short_error_not_a_traceback(args, needle, tmp_pa
 
 
 def test_two_problems_in_one_message(tmp_path):
-    out = run_cli("corpus", "extract", str(SAMPLES), "--out", str(tmp_path), "--workers", "two", "--seed", "x")
+    out = run_cli("corpus", "extract", str(SAMPLES), "--out", str(tmp_path), "--workers", "two", "--seed", "x",
+                  "--valid-fraction", "2")
     assert out.returncode == 2
-    assert "--workers" in out.stderr and "--seed" in out.stderr and "2 problem(s)" in out.stderr
+    # Two values of the wrong type and one failed range check, in one message.
+    assert "--workers" in out.stderr and "--seed" in out.stderr and "--valid-fraction" in out.stderr
+    assert "3 problem(s)" in out.stderr
 
 
 def test_extract_then_stats_with_json_last_line(tmp_path, capsys):

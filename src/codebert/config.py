@@ -167,12 +167,16 @@ def load_config(cls: type, preset: dict[str, Any] | None = None, flags: dict[str
                 values[name] = coerce(raw, tps[name])
             except ValueError as exc:
                 problems.append(f"{shown}: {exc}")
-    for f in fields(cls):
-        if f.name not in values and f.default is MISSING and f.default_factory is MISSING:
-            flag = f.name if f.metadata.get("positional") else f"--{f.name.replace('_', '-')}"
-            problems.append(f"{flag}: required ({f.metadata.get('help', '')})")
-    if problems:
+    missing = [
+        f for f in fields(cls) if f.name not in values and f.default is MISSING and f.default_factory is MISSING
+    ]
+    for f in missing:
+        flag = f.name if f.metadata.get("positional") else f"--{f.name.replace('_', '-')}"
+        problems.append(f"{flag}: required ({f.metadata.get('help', '')})")
+    if missing:
         raise ConfigError(problems)
+    # Checks run even when some value had the wrong type (that field keeps its default), so one
+    # message lists the type problems and the failed checks together.
     cfg = cls(**values)
     check = getattr(cfg, "validate", None)
     if check is not None:
