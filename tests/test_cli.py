@@ -84,9 +84,9 @@ def test_two_problems_in_one_message(tmp_path):
     out = run_cli("corpus", "extract", str(SAMPLES), "--out", str(tmp_path), "--workers", "two", "--seed", "x",
                   "--valid-fraction", "2")
     assert out.returncode == 2
-    # Two values of the wrong type and one failed range check, in one message.
+    # Two values of the wrong type and the failed range checks, in one message.
     assert "--workers" in out.stderr and "--seed" in out.stderr and "--valid-fraction" in out.stderr
-    assert "3 problem(s)" in out.stderr
+    assert "4 problem(s)" in out.stderr  # the fraction also leaves no room for train
 
 
 def test_extract_then_stats_with_json_last_line(tmp_path, capsys):
