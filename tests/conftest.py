@@ -17,3 +17,26 @@ def sample_tree(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tree") / "samples"
     shutil.copytree(SAMPLES, root)
     return root
+
+
+CORPUS = FIXTURES / "corpus"  # 300/60/60/300 real stdlib functions (see its README)
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    """A 1,000-token BPE tokenizer trained on the fixture corpus."""
+    from codebert.tokenizer import TrainTokenizerConfig, main
+
+    out = tmp_path_factory.mktemp("tokenizer") / "tok"
+    main(TrainTokenizerConfig(data=CORPUS, out=out, vocab_size=1000))
+    return out
+
+
+@pytest.fixture(scope="session")
+def generators_dir(tmp_path_factory, tokenizer_dir) -> Path:
+    """NL and code generators fitted on the fixture corpus."""
+    from codebert.generators import FitGeneratorsConfig, fit_main
+
+    out = tmp_path_factory.mktemp("generators") / "gen"
+    fit_main(FitGeneratorsConfig(data=CORPUS, tokenizer=tokenizer_dir, out=out, rate_sample=200))
+    return out

@@ -38,6 +38,8 @@ STAGES = [
     Stage(("corpus", "extract"), "codebert.corpus.build", "ExtractConfig", "extract functions and docs from source trees into a CodeSearchNet-format corpus", "corpus"),
     Stage(("corpus", "stats"), "codebert.corpus.stats", "StatsConfig", "count records, repositories and token lengths of a corpus"),
     Stage(("tokenizer", "train"), "codebert.tokenizer", "TrainTokenizerConfig", "train a byte-level BPE tokenizer on NL and code", "tokenizer"),
+    Stage(("generators", "fit"), "codebert.generators", "FitGeneratorsConfig", "learn the NL and code n-gram generators for replaced-token detection", "generators", main="fit_main", render="fit_render"),
+    Stage(("pretrain",), "codebert.pretrain", "PretrainConfig", "pre-train with MLM, RTD or MLM+RTD (resumable, torchrun for several processes)", "pretrain"),
     Stage(("quickstart",), "codebert.quickstart", "QuickstartConfig", "run the whole pipeline offline on the Python standard library", "quickstart"),
 ]
 
@@ -45,7 +47,7 @@ STAGES = [
 def _add_field_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
     hints = typing.get_type_hints(config_cls)
     for f in fields(config_cls):
-        help_text = f.metadata.get("help", "")
+        help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
         tp, _ = unwrap_optional(hints[f.name])
         is_list = get_origin(tp) is list
         if f.default is not MISSING:
@@ -68,7 +70,20 @@ def _add_field_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
             )
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[tuple[str, ...], Stage]]:
+def _selected_stage(argv: list[str]) -> tuple[str, ...] | None:
+    """The stage named on the command line (its words are the first arguments), if any."""
+    for stage in STAGES:
+        if tuple(argv[: len(stage.words)]) == stage.words:
+            return stage.words
+    return None
+
+
+def build_parser(selected: tuple[str, ...] | None = None) -> argparse.ArgumentParser:
+    """The parser; only the `selected` stage gets its options (and imports its module).
+
+    Stage modules import torch and transformers, which take seconds: `codebert --help` or
+    `codebert corpus stats` should not pay for the stages they do not run.
+    """
     parser = argparse.ArgumentParser(
         prog="codebert",
         description="CodeBERT (Feng et al., 2020) end to end, and natural-language code search.",
@@ -76,10 +91,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[tuple[str, ...], Stage
     parser.add_argument("--version", action="version", version=f"codebert {__version__}")
     groups: dict[str, argparse._SubParsersAction] = {}
     top = parser.add_subparsers(dest="stage", metavar="<stage>", title="stages")
-    registry: dict[tuple[str, ...], Stage] = {}
     for stage in STAGES:
-        module = importlib.import_module(stage.module)
-        config_cls = getattr(module, stage.config)
         if len(stage.words) == 1:
             sub = top.add_parser(stage.words[0], help=stage.summary, description=stage.summary)
         else:
@@ -88,6 +100,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[tuple[str, ...], Stage
                 groups[stage.words[0]] = group_parser.add_subparsers(dest="command", metavar="<command>", title="commands")
             sub = groups[stage.words[0]].add_parser(stage.words[1], help=stage.summary, description=stage.summary)
         sub.set_defaults(_stage=stage.words)
+        if stage.words != selected:
+            continue
+        config_cls = getattr(importlib.import_module(stage.module), stage.config)
         if stage.preset_section is not None:
             sub.add_argument("--config", dest="_config", metavar="PRESET", default=None,
                              help="YAML preset: a name (tiny, small, base) or a file; flags override it")
@@ -95,12 +110,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[tuple[str, ...], Stage
             sub.add_argument("--json", dest="_json", action="store_true", help="print the figures as one JSON object on the last line")
         sub.add_argument("-v", "--verbose", dest="_verbose", action="store_true", help="log more")
         _add_field_arguments(sub, config_cls)
-        registry[stage.words] = stage
-    return parser, registry
+    return parser
 
 
 def run(argv: list[str]) -> int:
-    parser, registry = build_parser()
+    registry = {stage.words: stage for stage in STAGES}
+    parser = build_parser(_selected_stage(argv))
     args, extras = parser.parse_known_args(argv)
     words = getattr(args, "_stage", None)
     if words is None:

@@ -1,0 +1,358 @@
+"""A generic training loop: steps, accumulation, precision, clipping, checkpoints, exact resume, DDP.
+
+Nothing in this file knows about CodeBERT. The caller brings a model, a `loss_fn(model, batch)`
+returning a dict with a "loss" tensor (other entries are logged), an endless batch stream with
+`state_dict()` / `load_state_dict()`, a `save_model(model, folder)` that writes a self-describing
+folder, and any other stateful objects (e.g. a masking RNG) whose state must survive a restart.
+
+Checkpoints: `<out>/step-00000100/` holds what `save_model` writes, the resolved run config and
+`training_state.pt` (optimizer, scheduler, every RNG, the batch stream's position, the stateful
+objects); `<out>/final/` has no training state. Folders are written under a temporary name and
+renamed, so a run killed at any moment leaves only complete checkpoints, and `resume="auto"`
+continues from the newest one exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file
+from tqdm import tqdm
+
+from codebert.config import option
+from codebert.errors import UserError
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "training_state.pt"
+
+
+@dataclass
+class LoopConfig:
+    max_steps: int = option(1000, "optimizer steps to train for")
+    learning_rate: float = option(5e-4, "peak learning rate of AdamW")
+    warmup_steps: int = option(100, "linear warm-up steps, then linear decay to 0 at max_steps")
+    weight_decay: float = option(0.01, "AdamW weight decay (not on biases and LayerNorm weights)")
+    adam_beta2: float = option(0.98, "AdamW beta2 (RoBERTa's 0.98)")
+    adam_epsilon: float = option(1e-6, "AdamW epsilon (RoBERTa's 1e-6)")
+    max_grad_norm: float = option(1.0, "clip the gradient norm to this (0: no clipping)")
+    grad_accumulation: int = option(1, "micro-batches summed into one optimizer step")
+    precision: Literal["bf16", "fp16", "fp32"] = option("bf16", "autocast precision (fp16 only on CUDA)")
+    log_every: int = option(10, "steps between metric lines")
+    eval_every: int = option(0, "steps between validations (0: only at the end)")
+    save_every: int = option(0, "steps between checkpoints (0: only final/)")
+    keep_checkpoints: int = option(2, "newest step checkpoints to keep (older ones are deleted)")
+    seed: int = option(0, "seed of every RNG (python, numpy, torch, data order, masking)")
+    threads: int = option(0, "CPU threads for torch (0: torch's default)")
+    progress: bool = option(True, "show a progress bar")
+
+    def validate_loop(self) -> list[str]:
+        problems = []
+        for name in ("max_steps", "grad_accumulation", "log_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name.replace('_', '-')}: must be >= 1")
+        for name in ("warmup_steps", "eval_every", "save_every", "threads", "max_grad_norm", "weight_decay"):
+            if getattr(self, name) < 0:
+                problems.append(f"--{name.replace('_', '-')}: must be >= 0")
+        if not self.learning_rate > 0:
+            problems.append("--learning-rate: must be > 0")
+        return problems
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> tuple[Dist, torch.device]:
+    """Join the torchrun process group if there is one (gloo on CPU, nccl on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist(), torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank, world, local), device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    # numpy's key array as a tensor, so that torch.load(weights_only=True) can read it back.
+    numpy_state = (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached)
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoints(out: Path) -> list[Path]:
+    """Complete step checkpoints, oldest first."""
+    return sorted(p for p in out.glob("step-*") if (p / STATE_FILE).is_file())
+
+
+def resolve_resume(out: Path, resume: str | None) -> Path | None:
+    """`auto`: the newest checkpoint in `out` (None if there is none); a path: that checkpoint."""
+    if resume in (None, "", "none"):
+        return None
+    if resume == "auto":
+        found = checkpoints(out)
+        return found[-1] if found else None
+    path = Path(resume)
+    if not (path / STATE_FILE).is_file():
+        raise UserError(f"--resume {resume}: not a checkpoint folder (no {STATE_FILE})")
+    return path
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
+    """Warm-up from 0 to 1 over `warmup` steps, then linear decay to 0 at `total`."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: LoopConfig,
+        model: torch.nn.Module,
+        loss_fn: Callable[[torch.nn.Module, Any], dict[str, Any]],
+        batches: Any,
+        out: Path,
+        save_model: Callable[[torch.nn.Module, Path], None],
+        evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+        stateful: dict[str, Any] | None = None,
+        run_config: dict[str, Any] | None = None,
+        dist_info: Dist = Dist(),
+        device: torch.device = torch.device("cpu"),
+    ):
+        self.cfg, self.loss_fn, self.batches, self.out = cfg, loss_fn, batches, out
+        self.save_model, self.evaluate = save_model, evaluate
+        self.stateful = stateful or {}
+        self.run_config = run_config or {}
+        self.dist, self.device = dist_info, device
+        self.model = model.to(device)
+        self.optimizer = torch.optim.AdamW(
+            _param_groups(self.model, cfg.weight_decay), lr=cfg.learning_rate,
+            betas=(0.9, cfg.adam_beta2), eps=cfg.adam_epsilon,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_schedule(cfg.warmup_steps, cfg.max_steps))
+        self.wrapped = self.model
+        if dist_info.world > 1:
+            # Some heads sit idle for some objectives (the RTD head under MLM alone).
+            self.wrapped = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+            )
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda")
+        self.step = 0
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def _write_checkpoint(self, name: str, with_state: bool) -> Path:
+        final = self.out / name
+        tmp = self.out / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.save_model(self.model, tmp)
+        (tmp / "run_config.json").write_text(json.dumps(self.run_config, indent=2, default=str))
+        if with_state:
+            state = {
+                "step": self.step,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": _rng_state(),
+                "batches": self.batches.state_dict(),
+                "stateful": {k: v.state_dict() for k, v in self.stateful.items()},
+            }
+            torch.save(state, tmp / STATE_FILE)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        return final
+
+    def save_checkpoint(self) -> None:
+        if not self.dist.main:
+            return
+        path = self._write_checkpoint(f"step-{self.step:08d}", with_state=True)
+        log.info("checkpoint %s", path)
+        for old in checkpoints(self.out)[: -self.cfg.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def load_checkpoint(self, path: Path) -> None:
+        weights = {}
+        for file in sorted(path.glob("*.safetensors")):
+            weights.update(load_file(file))
+        missing, unexpected = self.model.load_state_dict(weights, strict=False)
+        # Tied weights are stored once; anything else missing means a different model.
+        real_missing = [k for k in missing if k not in getattr(self.model, "_tied_weights_keys", {})]
+        if real_missing or unexpected:
+            raise UserError(f"{path}: checkpoint does not match the model (missing {real_missing[:3]}, unexpected {unexpected[:3]})")
+        # weights_only: the state holds tensors, numbers and strings, never code to run.
+        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.batches.load_state_dict(state["batches"])
+        for name, obj in self.stateful.items():
+            obj.load_state_dict(state["stateful"][name])
+        _set_rng_state(state["rng"])
+        self.step = int(state["step"])
+
+    # ---------------------------------------------------------------------------------- logging
+    def _log(self, record: dict[str, Any], writer) -> None:
+        if not self.dist.main:
+            return
+        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if writer is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                    writer.add_scalar(key, value, record["step"])
+
+    def _truncate_metrics(self) -> None:
+        """After a resume, drop metric lines written after the checkpoint (they will be redone)."""
+        path = self.out / "metrics.jsonl"
+        if not self.dist.main or not path.exists():
+            return
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line and json.loads(line).get("step", 0) <= self.step]
+        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+    def _tensorboard(self):
+        if not self.dist.main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            log.warning("tensorboard is not installed: metrics go to metrics.jsonl only")
+            return None
+        return SummaryWriter(str(self.out / "tensorboard"), purge_step=self.step + 1 if self.step else None)
+
+    # ------------------------------------------------------------------------------------ train
+    def fit(self, resume: str | None = None) -> dict[str, Any]:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        checkpoint = resolve_resume(self.out, resume)
+        if checkpoint is not None:
+            self.load_checkpoint(checkpoint)
+            log.info("resumed from %s at step %d", checkpoint, self.step)
+            self._truncate_metrics()
+        writer = self._tensorboard()
+        autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
+            if cfg.precision != "fp32" else nullcontext()
+        )
+        bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
+                   disable=not (cfg.progress and self.dist.main))
+        tokens_since, time_since = 0, time.perf_counter()
+        sums: dict[str, float] = {}
+        last: dict[str, Any] = {}
+        self.model.train()
+        while self.step < cfg.max_steps:
+            for micro in range(cfg.grad_accumulation):
+                batch = next(self.batches)
+                sync = micro == cfg.grad_accumulation - 1 or self.dist.world == 1
+                context = nullcontext() if sync else self.wrapped.no_sync()
+                with context:
+                    with autocast:
+                        out = self.loss_fn(self.wrapped, batch)
+                    self.scaler.scale(out["loss"] / cfg.grad_accumulation).backward()
+                tokens_since += batch.num_tokens() if hasattr(batch, "num_tokens") else 0
+                for key, value in out.items():
+                    value = value.detach() if isinstance(value, torch.Tensor) else value
+                    sums[key] = sums.get(key, 0.0) + float(value) / cfg.grad_accumulation
+            if cfg.max_grad_norm > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            self.step += 1
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                elapsed = time.perf_counter() - time_since
+                n = cfg.log_every if self.step % cfg.log_every == 0 else self.step % cfg.log_every
+                record = {"step": self.step, "lr": self.scheduler.get_last_lr()[0]}
+                record.update({k: v / n for k, v in sums.items()})
+                record["tokens_per_s"] = tokens_since * self.dist.world / elapsed if elapsed > 0 else 0.0
+                self._log(record, writer)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k not in ("step", "lr")}, refresh=False)
+                last = record
+                sums, tokens_since, time_since = {}, 0, time.perf_counter()
+            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
+                self._run_eval(writer)
+            if cfg.save_every and self.step % cfg.save_every == 0:
+                self.save_checkpoint()
+        bar.close()
+        final_eval = self._run_eval(writer)
+        if self.dist.main:
+            self._write_checkpoint("final", with_state=False)
+        if writer is not None:
+            writer.close()
+        return {"step": self.step, **{k: v for k, v in last.items() if k != "step"}, **final_eval}
+
+    def _run_eval(self, writer) -> dict[str, float]:
+        if self.evaluate is None or not self.dist.main:
+            return {}
+        self.model.eval()
+        # Validation uses its own seeded RNG: it must not move the training RNGs.
+        state = _rng_state()
+        with torch.no_grad():
+            metrics = self.evaluate(self.model)
+        _set_rng_state(state)
+        self.model.train()
+        record = {"step": self.step, **{f"valid_{k}": v for k, v in metrics.items()}}
+        self._log(record, writer)
+        return {k: v for k, v in record.items() if k != "step"}

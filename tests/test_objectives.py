@@ -1,0 +1,69 @@
+"""MLM and RTD building blocks against hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from codebert import objectives
+
+#                      <s>  NL NL NL NL NL NL NL NL NL NL </s></s> code x20                     </s> pad
+SEGMENTS = torch.tensor([[0] + [1] * 10 + [0, 0] + [2] * 20 + [0, 0, 0]])
+
+
+def test_selects_rate_of_each_segment_and_never_specials():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        selected = objectives.select_positions(SEGMENTS, 0.15, g)
+        assert int((selected & (SEGMENTS == 1)).sum()) == 2  # round(1.5) = 2
+        assert int((selected & (SEGMENTS == 2)).sum()) == 3
+        assert not (selected & (SEGMENTS == 0)).any()
+
+
+def test_short_segments_get_one_position_and_rows_can_be_excluded():
+    segments = torch.tensor([[0, 1, 1, 0, 0, 2, 2, 2, 0], [0, 1, 1, 0, 0, 2, 2, 2, 0]])
+    selected = objectives.select_positions(segments, 0.15, torch.Generator().manual_seed(1), rows=torch.tensor([True, False]))
+    assert selected[0].sum() == 2 and selected[1].sum() == 0
+
+
+def test_paper_masking_masks_everything_selected():
+    ids = torch.arange(10, 20)[None]
+    selected = torch.zeros_like(ids, dtype=torch.bool)
+    selected[0, [1, 4]] = True
+    out = objectives.mask_inputs(ids, selected, 4, "mask", torch.Generator(), 100)
+    assert out[0, 1] == 4 and out[0, 4] == 4 and torch.equal(out[~selected], ids[~selected])
+
+
+def test_bert_masking_is_80_10_10():
+    ids = torch.full((1, 20000), 50)
+    selected = torch.ones_like(ids, dtype=torch.bool)
+    out = objectives.mask_inputs(ids, selected, 4, "bert", torch.Generator().manual_seed(0), 100)
+    masked, kept = (out == 4).float().mean(), (out == 50).float().mean()
+    assert abs(masked - 0.8) < 0.01 and abs(kept - 0.1) < 0.012  # a random token can be 50 again
+
+
+def test_a_sample_equal_to_the_original_counts_as_original():
+    ids = torch.tensor([[0, 5, 6, 7, 2]])
+    selected = torch.tensor([[False, True, True, False, False]])
+    samples = torch.tensor([[0, 5, 9, 7, 2]])  # position 1 sampled its own token back
+    corrupted, replaced = objectives.corrupt(ids, selected, samples)
+    assert corrupted.tolist() == [[0, 5, 9, 7, 2]]
+    assert replaced.tolist() == [[False, False, True, False, False]]
+
+
+def test_rtd_loss_is_mean_bce_over_valid_positions():
+    logits = torch.tensor([[2.0, -1.0, 0.5, 9.0]])
+    labels = torch.tensor([[True, False, False, True]])
+    valid = torch.tensor([[True, True, True, False]])
+    expected = (-math.log(1 / (1 + math.exp(-2.0))) - math.log(1 - 1 / (1 + math.exp(1.0))) - math.log(1 - 1 / (1 + math.exp(-0.5)))) / 3
+    assert abs(float(objectives.rtd_loss(logits, labels, valid)) - expected) < 1e-6
+    assert objectives.rtd_accuracy(logits, labels, valid) == (2, 3)
+
+
+def test_mlm_loss_and_accuracy():
+    logits = torch.tensor([[0.0, 0.0, math.log(2.0)], [5.0, 0.0, 0.0]])
+    targets = torch.tensor([2, 1])
+    expected = (-math.log(2 / 4) - math.log(1 / (math.exp(5) + 2))) / 2
+    assert abs(float(objectives.mlm_loss(logits, targets)) - expected) < 1e-6
+    assert objectives.mlm_accuracy(logits, targets) == (1, 2)
