@@ -119,3 +119,20 @@ def test_bad_pretrain_options_are_reported_together(tmp_path, capsys):
     assert code == 2
     for needle in ("--data", "--tokenizer", "--generators", "--mask-rate", "--max-steps"):
         assert needle in err
+
+
+def test_plot_draws_the_learning_curves_of_several_runs(mlm_run, tmp_path):
+    from codebert.plot import PlotConfig
+    from codebert.plot import main as plot_main
+
+    out, _ = mlm_run
+    figures = plot_main(PlotConfig(runs=[out, out], out=tmp_path / "curves.png", labels=["a", "b"]))
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert figures["out"] == str(tmp_path / "curves.png")
+
+
+def test_max_minutes_stops_early_and_still_saves(tmp_path, tokenizer_dir, generators_dir):
+    figures = pretrain.main(config(tmp_path / "run", tokenizer_dir, generators_dir, objective="mlm",
+                                   max_steps="100000", max_minutes="0.001"))
+    assert figures["step"] < 100000
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()

@@ -40,6 +40,7 @@ STAGES = [
     Stage(("tokenizer", "train"), "codebert.tokenizer", "TrainTokenizerConfig", "train a byte-level BPE tokenizer on NL and code", "tokenizer"),
     Stage(("generators", "fit"), "codebert.generators", "FitGeneratorsConfig", "learn the NL and code n-gram generators for replaced-token detection", "generators", main="fit_main", render="fit_render"),
     Stage(("pretrain",), "codebert.pretrain", "PretrainConfig", "pre-train with MLM, RTD or MLM+RTD (resumable, torchrun for several processes)", "pretrain"),
+    Stage(("plot",), "codebert.plot", "PlotConfig", "draw the learning curves of pre-training runs to a PNG"),
     Stage(("quickstart",), "codebert.quickstart", "QuickstartConfig", "run the whole pipeline offline on the Python standard library", "quickstart"),
 ]
 

@@ -47,6 +47,15 @@ def context_patterns(context: int) -> list[tuple[int, int]]:
     return sorted(patterns, key=lambda p: (-(p[0] + p[1]), abs(p[0] - p[1]), -p[0]))
 
 
+def _narrow(values: np.ndarray) -> np.ndarray:
+    """The smallest unsigned type that holds non-negative `values` (halves the files on real corpora)."""
+    top = int(values.max()) if len(values) else 0
+    for dtype in (np.uint16, np.uint32):
+        if top <= np.iinfo(dtype).max:
+            return values.astype(dtype)
+    return values.astype(np.int64)
+
+
 def _hash_contexts(pattern_id: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """64-bit keys of contexts. left: (n, l) nearest token last; right: (n, r) nearest token first."""
     n = left.shape[0] if left.ndim == 2 else right.shape[0]
@@ -63,13 +72,13 @@ class _Table:
     """Counts of (context, token) for one (left, right) pattern, grouped by context key."""
 
     keys: np.ndarray  # (G,) uint64, sorted: one per distinct context
-    starts: np.ndarray  # (G + 1,) int64: entries of group g are starts[g]:starts[g + 1]
-    tokens: np.ndarray  # (E,) int32: tokens seen in each context, ascending within a group
-    cumulative: np.ndarray  # (E,) int64: running count over all entries (group g's total = cum[end-1] - cum[start-1])
+    starts: np.ndarray  # (G + 1,) unsigned: entries of group g are starts[g]:starts[g + 1]
+    tokens: np.ndarray  # (E,) unsigned: tokens seen in each context, ascending within a group
+    cumulative: np.ndarray  # (E,) unsigned: running count over all entries (group g's total = cum[end-1] - cum[start-1])
 
     def entry_order(self, vocab_size: int) -> np.ndarray:
         """group * vocab + token for every entry: increasing, so (group, token) is a binary search."""
-        groups = np.repeat(np.arange(len(self.keys), dtype=np.int64), np.diff(self.starts))
+        groups = np.repeat(np.arange(len(self.keys), dtype=np.int64), np.diff(self.starts.astype(np.int64)))
         return groups * vocab_size + self.tokens
 
 
@@ -117,9 +126,9 @@ class NgramGenerator:
             group_idx = np.nonzero(new_group)[0]
             tables[(left, right)] = _Table(
                 keys=entry_keys[group_idx],
-                starts=np.append(group_idx, len(entry_keys)).astype(np.int64),
-                tokens=entry_tokens.astype(np.int32),
-                cumulative=np.cumsum(counts).astype(np.int64),
+                starts=_narrow(np.append(group_idx, len(entry_keys))),
+                tokens=_narrow(entry_tokens),
+                cumulative=_narrow(np.cumsum(counts)),
             )
         meta = {"sequences": n_sequences, "tokens": int(len(centers))}
         return cls(context, vocab_size, tables, meta)
@@ -159,22 +168,24 @@ class NgramGenerator:
             g_clipped = np.minimum(g, len(table.keys) - 1)
             found = (g < len(table.keys)) & (table.keys[g_clipped] == keys)
             todo, g = todo[found], g_clipped[found]
-            start, end = table.starts[g], table.starts[g + 1]
-            base = np.where(start > 0, table.cumulative[np.maximum(start - 1, 0)], 0)
-            total = table.cumulative[end - 1] - base
+            # Gathered values become int64 here: the tables stay narrow, the arithmetic never wraps.
+            start, end = table.starts[g].astype(np.int64), table.starts[g + 1].astype(np.int64)
+            base = np.where(start > 0, table.cumulative[np.maximum(start - 1, 0)].astype(np.int64), 0)
+            total = table.cumulative[end - 1].astype(np.int64) - base
             # The original's own occurrence, to leave out where it was counted.
             order = self._orders[(lsize, rsize)]
             wanted = g.astype(np.int64) * self.vocab_size + original[todo]
             e = np.minimum(np.searchsorted(order, wanted), len(order) - 1)
             has_original = (order[e] == wanted) & loo[todo]
-            orig_end = table.cumulative[e] - base  # offset just past the original's slot
+            orig_end = table.cumulative[e].astype(np.int64) - base  # offset just past the original's slot
             total = total - has_original
             usable = total > 0
             todo, base, total, has_original, orig_end = todo[usable], base[usable], total[usable], has_original[usable], orig_end[usable]
             offset = np.floor(uniform[todo] * total).astype(np.int64)
             # Skip the left-out unit: the last one of the original's slot.
             offset = offset + (has_original & (offset >= orig_end - 1))
-            entry = np.searchsorted(table.cumulative, base + offset, side="right")
+            # Search in the table's own dtype: mixing types would copy the whole table per call.
+            entry = np.searchsorted(table.cumulative, (base + offset).astype(table.cumulative.dtype), side="right")
             result[todo] = table.tokens[entry]
         # Every query reaches the unigram table unless the generator is empty.
         leftover = result < 0

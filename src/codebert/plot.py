@@ -1,0 +1,82 @@
+"""`codebert plot RUN...`: learning curves of one or more pre-training runs, as one PNG.
+
+Panels: train MLM loss, train RTD loss, train RTD accuracy, valid MLM accuracy, valid RTD accuracy.
+Several runs (e.g. the mlm, rtd and mlm+rtd variants) share the panels, one line each.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from codebert.config import option
+from codebert.corpus.jsonl import atomic_write
+from codebert.errors import UserError
+
+PANELS = (
+    ("mlm_loss", "train MLM loss"),
+    ("rtd_loss", "train RTD loss"),
+    ("rtd_acc", "train RTD accuracy"),
+    ("valid_mlm_acc", "valid MLM accuracy"),
+    ("valid_rtd_acc", "valid RTD accuracy"),
+)
+
+
+@dataclass
+class PlotConfig:
+    runs: list[Path] = option(help="run folders (each with metrics.jsonl)", positional=True, metavar="RUN")
+    out: Path | None = option(None, "PNG to write (default: <first run>/curves.png)")
+    labels: list[str] = option([], "a legend label per run (default: the run folder names)")
+
+    def validate(self) -> list[str]:
+        problems = [f"RUN {run}: no metrics.jsonl" for run in self.runs if not (run / "metrics.jsonl").is_file()]
+        if self.labels and len(self.labels) != len(self.runs):
+            problems.append(f"--labels: {len(self.labels)} labels for {len(self.runs)} runs")
+        return problems
+
+
+def read_metrics(run: Path) -> list[dict[str, Any]]:
+    records = []
+    for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill; the rest of the log is still good
+    return records
+
+
+def main(cfg: PlotConfig) -> dict[str, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no screen needed
+    import matplotlib.pyplot as plt
+
+    labels = cfg.labels or [run.name for run in cfg.runs]
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.4))
+    drawn = 0
+    for run, label in zip(cfg.runs, labels):
+        records = read_metrics(run)
+        for ax, (key, title) in zip(axes, PANELS):
+            points = [(r["step"], r[key]) for r in records if key in r]
+            if points:
+                steps, values = zip(*points)
+                ax.plot(steps, values, label=label, marker="o" if key.startswith("valid") else None, markersize=3)
+                drawn += 1
+            ax.set_title(title)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+    if drawn == 0:
+        raise UserError("the runs have no metrics to plot yet")
+    axes[0].legend()
+    fig.tight_layout()
+    out = cfg.out or cfg.runs[0] / "curves.png"
+    with atomic_write(out, binary=True) as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+    return {"out": str(out), "runs": [str(r) for r in cfg.runs]}
+
+
+def render(figures: dict[str, Any]) -> str:
+    return f"learning curves written to {figures['out']}"
