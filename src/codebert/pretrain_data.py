@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codebert.corpus.jsonl import UNIMODAL, ReadReport, corpus_files, read_jsonl
+from codebert.corpus.jsonl import UNIMODAL, ReadReport, iter_corpus
 from codebert.errors import UserError
 from codebert.objectives import CODE, NL
 from codebert.tokenizer import build_pair, code_text, nl_text
@@ -52,21 +52,13 @@ def encode_corpus(
     data: Path, tokenizer, split: str, languages: list[str] | None, include_unimodal: bool, max_records: int = 0
 ) -> EncodedCorpus:
     """Tokenise one split (train, valid or test) of a corpus, plus unimodal code if asked."""
-    files = corpus_files(data, languages or None)
-    report = ReadReport()
     nl_texts, code_texts, unimodal = [], [], []
-    for lang in sorted(files):
-        sources = [(split, False)] + ([(UNIMODAL, True)] if include_unimodal else [])
-        for name, is_unimodal in sources:
-            path = files[lang].get(name)
-            if path is None:
-                continue
-            for i, record in enumerate(read_jsonl(path, report)):
-                if max_records and i >= max_records:
-                    break
-                nl_texts.append("" if is_unimodal else nl_text(record))
-                code_texts.append(code_text(record))
-                unimodal.append(is_unimodal)
+    splits = (split, UNIMODAL) if include_unimodal else (split,)
+    for _, name, record in iter_corpus(data, splits, languages or None, max_records, ReadReport()):
+        is_unimodal = name == UNIMODAL
+        nl_texts.append("" if is_unimodal else nl_text(record))
+        code_texts.append(code_text(record))
+        unimodal.append(is_unimodal)
     if not code_texts:
         raise UserError(f"{data}: no {split} records{' or unimodal code' if include_unimodal else ''} to train on")
     return EncodedCorpus(_encode(tokenizer, nl_texts), _encode(tokenizer, code_texts), np.array(unimodal, dtype=bool))

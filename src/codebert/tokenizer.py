@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from codebert.config import option
-from codebert.corpus.jsonl import UNIMODAL, ReadReport, corpus_files, read_jsonl
+from codebert.corpus.jsonl import UNIMODAL, ReadReport, iter_corpus
 from codebert.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -60,18 +60,10 @@ def training_texts(data: Path, languages: list[str], max_records: int, report: R
 
     Only train and unimodal files are read: the tokenizer never sees valid or test data.
     """
-    files = corpus_files(data, languages or None)
-    for lang in sorted(files):
-        for split_name in ("train", UNIMODAL):
-            path = files[lang].get(split_name)
-            if path is None:
-                continue
-            for i, record in enumerate(read_jsonl(path, report)):
-                if max_records and i >= max_records:
-                    break
-                if record["docstring"]:
-                    yield record["docstring"]
-                yield record["code"]
+    for _, _, record in iter_corpus(data, ("train", UNIMODAL), languages or None, max_records, report):
+        if record["docstring"]:
+            yield record["docstring"]
+        yield record["code"]
 
 
 def train(cfg: TrainTokenizerConfig):

@@ -184,3 +184,26 @@ def corpus_files(root: str | Path, languages: Iterable[str] | None = None) -> di
     if wanted is not None and (missing := wanted - set(found)):
         raise UserError(f"{root}: no data for language(s) {', '.join(sorted(missing))}")
     return found
+
+
+def iter_corpus(
+    root: str | Path,
+    splits: Iterable[str],
+    languages: Iterable[str] | None = None,
+    max_records: int = 0,
+    report: ReadReport | None = None,
+) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(language, split, record) over the given splits of each language (languages sorted).
+
+    `max_records` > 0 reads at most that many records of each file. Missing files are skipped.
+    """
+    files = corpus_files(root, languages)
+    for lang in sorted(files):
+        for split in splits:
+            path = files[lang].get(split)
+            if path is None:
+                continue
+            for i, record in enumerate(read_jsonl(path, report)):
+                if max_records and i >= max_records:
+                    break
+                yield lang, split, record
