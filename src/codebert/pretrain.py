@@ -106,8 +106,14 @@ class Corruptor:
         ids = objectives.mask_inputs(batch.input_ids, selected, self.mask_id, self.cfg.mask_style, rng, self.vocab_size)
         return ids, selected
 
-    def corrupted(self, batch: Batch, rng: torch.Generator, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(corrupted ids, is_replaced, selected): selected positions replaced by generator samples."""
+    def corrupted(
+        self, batch: Batch, rng: torch.Generator, rows: torch.Tensor, counted: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(corrupted ids, is_replaced, selected): selected positions replaced by generator samples.
+
+        `counted`: the batch comes from the data the generators were fit on (the train split), so
+        leave-one-out applies (NL of every pair; code of unimodal rows). False for valid data.
+        """
         assert self.generators is not None
         selected = objectives.select_positions(batch.segments, self.cfg.mask_rate, rng, rows=rows)
         ids = batch.input_ids.numpy()
@@ -123,10 +129,11 @@ class Corruptor:
             generator = self.generators[name]
             usable = (segments == segment) & ~chosen  # context: same segment, not itself replaced
             left, left_len, right, right_len = gather_contexts(ids, positions, usable, generator.context)
+            leave_out = self.cfg.leave_one_out and counted
             if name == "nl":
-                leave_out = self.cfg.leave_one_out  # the NL generator counted the bimodal docs
+                leave_out = np.full(len(positions), leave_out)  # the NL generator counted the train docs
             else:
-                leave_out = self.cfg.leave_one_out & batch.unimodal.numpy()[positions[:, 0]]
+                leave_out = leave_out & batch.unimodal.numpy()[positions[:, 0]]  # it counted unimodal code
             uniform = uniform_all[used : used + len(positions)]
             used += len(positions)
             proposals = generator.sample(left, left_len, right, right_len, ids[positions[:, 0], positions[:, 1]], leave_out, uniform)
@@ -199,7 +206,7 @@ def make_evaluate(cfg: PretrainConfig, corruptor: Corruptor, valid: EncodedCorpu
             sums["mlm_total"] += total
             sums["mlm_loss"] += float(objectives.mlm_loss(out.mlm_logits, targets)) * total
             if corruptor.generators is not None:
-                corrupted, is_replaced, _ = corruptor.corrupted(batch, rng, rows)
+                corrupted, is_replaced, _ = corruptor.corrupted(batch, rng, rows, counted=False)
                 out = model(corrupted.to(device), batch.attention_mask.to(device), rtd=True)
                 correct, total = objectives.rtd_accuracy(out.rtd_logits, is_replaced.to(device), batch.attention_mask.bool().to(device))
                 sums["rtd_correct"] += correct
