@@ -1,12 +1,12 @@
 """Peak memory of one pre-training step on the CPU, for the `small` and `base` shapes.
 
 Each measurement runs in a fresh process: build the model, then two optimizer steps (AdamW
-states exist after the first) on a batch of 8 examples x 512 tokens, with the MLM+RTD step
-(two views, so 16 rows of 512) and the MLM-only step (8 rows). Peak resident memory
+states exist after the first) on a batch of 8 examples x 512 tokens with the MLM+RTD step (two
+views of every pair, so 16 rows of 512; `--mlm-only` adds the 8-row MLM step). Peak resident memory
 (`ru_maxrss`) of the process is reported, with the process's baseline (interpreter + libraries)
 measured the same way before the model exists. Target (issue 3): base fits in 16 GB.
 
-    python benchmarks/pretrain_memory.py
+    python benchmarks/pretrain_memory.py [--mlm-only]
 """
 
 from __future__ import annotations
@@ -56,12 +56,13 @@ def measure(shape: str, rows: int, length: int) -> dict:
 
 
 def main() -> None:
-    if len(sys.argv) == 4:  # child
+    if len(sys.argv) == 4 and sys.argv[1] in SHAPES:  # child
         print(json.dumps(measure(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))
         return
+    steps = [("MLM+RTD (8 pairs, 2 views)", 16)] + ([("MLM (8 pairs)", 8)] if "--mlm-only" in sys.argv else [])
     rows = []
     for shape in SHAPES:
-        for label, n_rows in (("MLM+RTD (8 pairs, 2 views)", 16), ("MLM (8 pairs)", 8)):
+        for label, n_rows in steps:
             out = subprocess.run([sys.executable, __file__, shape, str(n_rows), "512"], capture_output=True, text=True, check=True)
             m = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append([shape, label, m["parameters_m"], m["peak_mb"] / 1024, m["baseline_mb"] / 1024, m["seconds_per_step"]])
