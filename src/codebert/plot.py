@@ -56,21 +56,23 @@ def main(cfg: PlotConfig) -> dict[str, Any]:
     labels = cfg.labels or [run.name for run in cfg.runs]
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.4))
     drawn = 0
-    for run, label in zip(cfg.runs, labels):
+    for index, (run, label) in enumerate(zip(cfg.runs, labels)):
         records = read_metrics(run)
         for ax, (key, title) in zip(axes, PANELS):
             points = [(r["step"], r[key]) for r in records if key in r]
             if points:
                 steps, values = zip(*points)
-                ax.plot(steps, values, label=label, marker="o" if key.startswith("valid") else None, markersize=3)
+                # One colour per run in every panel, even where a run lacks a metric.
+                ax.plot(steps, values, label=label, color=f"C{index}", marker="o" if key.startswith("valid") else None, markersize=3)
                 drawn += 1
             ax.set_title(title)
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)
     if drawn == 0:
         raise UserError("the runs have no metrics to plot yet")
-    axes[0].legend()
-    fig.tight_layout()
+    handles = {h.get_label(): h for ax in axes for h in ax.get_lines()}
+    fig.legend(list(handles.values()), list(handles), loc="upper right")
+    fig.tight_layout(rect=(0, 0, 0.93, 1))
     out = cfg.out or cfg.runs[0] / "curves.png"
     with atomic_write(out, binary=True) as f:
         fig.savefig(f, format="png", dpi=110)
