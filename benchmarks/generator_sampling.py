@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from codebert.config import load_config, read_preset
-from codebert.modeling import ModelConfig, new_model
+from codebert.modeling import new_model
 from codebert.pretrain import Corruptor, PretrainConfig, TorchRng, load_generators, make_loss_fn
 from codebert.pretrain_data import BucketedBatches, encode_corpus
 from codebert.report import format_table
@@ -53,9 +53,7 @@ def main() -> None:
         sample_s += time.perf_counter() - t
     sample_s /= opts.steps
 
-    shape = ModelConfig(hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_hidden_layers,
-                        num_attention_heads=cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
-                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    shape = cfg.model_shape(dropout=0.0)
     model = new_model(shape, len(tokenizer))
     loss_fn = make_loss_fn(cfg, corruptor, TorchRng(0), torch.device("cpu"))
     with tempfile.TemporaryDirectory() as out:

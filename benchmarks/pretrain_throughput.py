@@ -69,9 +69,7 @@ class CountingBatches:
 
 
 def run_ours(cfg: PretrainConfig, tokenizer, corpus, steps: int) -> tuple[float, str]:
-    shape = ModelConfig(hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_hidden_layers,
-                        num_attention_heads=cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
-                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    shape = cfg.model_shape(dropout=0.0)
     model = new_model(shape, len(tokenizer))
     loss_fn = make_loss_fn(cfg, Corruptor(cfg, tokenizer, None), TorchRng(0), torch.device("cpu"))
     with tempfile.TemporaryDirectory() as out:
@@ -90,8 +88,7 @@ def run_ours(cfg: PretrainConfig, tokenizer, corpus, steps: int) -> tuple[float,
 def run_hf(cfg: PretrainConfig, tokenizer, corpus, steps: int, bf16: bool) -> float:
     from transformers import DataCollatorForLanguageModeling, RobertaForMaskedLM, Trainer as HFTrainer, TrainingArguments
 
-    shape = ModelConfig(hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_hidden_layers,
-                        num_attention_heads=cfg.num_attention_heads, intermediate_size=cfg.intermediate_size)
+    shape = cfg.model_shape(dropout=0.1)
     model = RobertaForMaskedLM(shape.to_roberta(len(tokenizer)))  # transformers' defaults: dropout 0.1
     # The same batches as ours, in the same order (no shuffling: group_by_length off, sequential sampler).
     batches = BucketedBatches(corpus, cfg.batch_size, cfg.max_length, seed=0)
@@ -143,8 +140,7 @@ def main() -> None:
         rows.append(["HF Trainer, bf16=True", hf_bf16, ours / hf_bf16])
     hf_fp32 = run_hf(cfg, tokenizer, corpus, opts.steps, bf16=False)
     rows.append(["HF Trainer, fp32", hf_fp32, ours / hf_fp32])
-    shape = ModelConfig(hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_hidden_layers,
-                        num_attention_heads=cfg.num_attention_heads, intermediate_size=cfg.intermediate_size)
+    shape = cfg.model_shape(dropout=0.1)
     mean_len = float(np.mean(corpus.lengths(cfg.max_length)))
     achieved = ours * flops_per_token(shape, int(mean_len), cfg.mask_rate, len(tokenizer)) / 1e9
     print(f"matmul peak on this CPU: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s; "

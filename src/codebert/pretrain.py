@@ -58,6 +58,15 @@ class PretrainConfig(LoopConfig):
     intermediate_size: int = option(3072, "feed-forward width (ignored with --init)")
     dropout: float = option(0.1, "dropout of hidden states and attention (0 trains faster on CPU)")
 
+    def model_shape(self, dropout: float | None = None) -> ModelConfig:
+        """The encoder these options describe (dropout: override, e.g. 0 for a benchmark)."""
+        rate = self.dropout if dropout is None else dropout
+        return ModelConfig(
+            hidden_size=self.hidden_size, num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads, intermediate_size=self.intermediate_size,
+            hidden_dropout_prob=rate, attention_probs_dropout_prob=rate,
+        )
+
     def validate(self) -> list[str]:
         problems = self.validate_loop()
         if not self.data.is_dir():
@@ -247,11 +256,7 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
         if model.config.vocab_size != len(tokenizer):
             raise UserError(f"--init has {model.config.vocab_size} tokens, the tokenizer {len(tokenizer)}")
     else:
-        shape = ModelConfig(
-            hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_hidden_layers,
-            num_attention_heads=cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
-            hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
-        )
+        shape = cfg.model_shape()
         model = new_model(shape, len(tokenizer))
     log.info("model: %.1fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
 
