@@ -40,3 +40,16 @@ def generators_dir(tmp_path_factory, tokenizer_dir) -> Path:
     out = tmp_path_factory.mktemp("generators") / "gen"
     fit_main(FitGeneratorsConfig(data=CORPUS, tokenizer=tokenizer_dir, out=out, rate_sample=200))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
+    """A tiny MLM-pre-trained checkpoint (a few steps): a starting point for downstream tests."""
+    from codebert import pretrain
+    from codebert.config import load_config, read_preset
+
+    out = tmp_path_factory.mktemp("pretrained") / "run"
+    flags = {"data": str(CORPUS), "out": str(out), "tokenizer": str(tokenizer_dir), "objective": "mlm",
+             "max_steps": "10", "progress": "false"}
+    pretrain.main(load_config(pretrain.PretrainConfig, read_preset("tiny", "pretrain"), flags))
+    return out / "final"

@@ -40,6 +40,10 @@ STAGES = [
     Stage(("tokenizer", "train"), "codebert.tokenizer", "TrainTokenizerConfig", "train a byte-level BPE tokenizer on NL and code", "tokenizer"),
     Stage(("generators", "fit"), "codebert.generators", "FitGeneratorsConfig", "learn the NL and code n-gram generators for replaced-token detection", "generators", main="fit_main", render="fit_render"),
     Stage(("pretrain",), "codebert.pretrain", "PretrainConfig", "pre-train with MLM, RTD or MLM+RTD (resumable, torchrun for several processes)", "pretrain"),
+    Stage(("search", "finetune"), "codebert.search.finetune", "SearchFinetuneConfig", "fine-tune for code search: the paper's cross-encoder or a bi-encoder", "search"),
+    Stage(("search", "evaluate"), "codebert.search.evaluate", "SearchEvaluateConfig", "MRR over 1,000-candidate groups (the paper's protocol), full-split ranking for bi-encoders"),
+    Stage(("search", "baseline"), "codebert.search.baselines", "SearchBaselineConfig", "train and evaluate a Table-2 baseline: BM25, NBoW, 1D-CNN, BiRNN, self-attention", "baseline"),
+    Stage(("search", "table"), "codebert.search.table", "SearchTableConfig", "the Table-2-shaped MRR table from results files"),
     Stage(("plot",), "codebert.plot", "PlotConfig", "draw the learning curves of pre-training runs to a PNG"),
     Stage(("quickstart",), "codebert.quickstart", "QuickstartConfig", "run the whole pipeline offline on the Python standard library", "quickstart"),
 ]

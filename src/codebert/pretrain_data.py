@@ -39,7 +39,8 @@ class EncodedCorpus:
         return np.minimum(nl + code + 4, max_length)
 
 
-def _encode(tokenizer, texts: list[str], batch: int = 2048) -> list[np.ndarray]:
+def encode_texts(tokenizer, texts: list[str], batch: int = 2048) -> list[np.ndarray]:
+    """Token ids of each text, without special tokens (the layout adds them)."""
     out: list[np.ndarray] = []
     for i in range(0, len(texts), batch):
         # verbose=False: long functions are expected here; build_pair truncates them later.
@@ -61,7 +62,7 @@ def encode_corpus(
         unimodal.append(is_unimodal)
     if not code_texts:
         raise UserError(f"{data}: no {split} records{' or unimodal code' if include_unimodal else ''} to train on")
-    return EncodedCorpus(_encode(tokenizer, nl_texts), _encode(tokenizer, code_texts), np.array(unimodal, dtype=bool))
+    return EncodedCorpus(encode_texts(tokenizer, nl_texts), encode_texts(tokenizer, code_texts), np.array(unimodal, dtype=bool))
 
 
 @dataclass
@@ -97,10 +98,14 @@ class BucketedBatches:
     With several processes (DDP), process r takes batches r, r + world, r + 2 * world, ...
     """
 
-    def __init__(self, corpus: EncodedCorpus, batch_size: int, max_length: int, seed: int, rank: int = 0, world: int = 1, pool: int = 50):
+    def __init__(
+        self, corpus: EncodedCorpus, batch_size: int, max_length: int, seed: int, rank: int = 0, world: int = 1,
+        pool: int = 50, collate_fn=collate,
+    ):
         if len(corpus) < batch_size * world:
             raise UserError(f"only {len(corpus)} examples for batches of {batch_size} on {world} process(es)")
         self.corpus, self.batch_size, self.max_length = corpus, batch_size, max_length
+        self.collate_fn = collate_fn  # (corpus, indices, max_length) -> batch; any corpus with len() and lengths()
         self.seed, self.rank, self.world, self.pool = seed, rank, world, pool
         self.lengths = corpus.lengths(max_length)
         self.epoch, self.position = 0, 0
@@ -128,7 +133,7 @@ class BucketedBatches:
             self._batches = self._epoch_batches(self.epoch)
         indices = self._batches[self.position]
         self.position += 1
-        return collate(self.corpus, indices, self.max_length)
+        return self.collate_fn(self.corpus, indices, self.max_length)
 
     def batches_per_epoch(self) -> int:
         return len(self._batches)

@@ -7,7 +7,8 @@ folder, and any other stateful objects (e.g. a masking RNG) whose state must sur
 
 Checkpoints: `<out>/step-00000100/` holds what `save_model` writes, the resolved run config and
 `training_state.pt` (optimizer, scheduler, every RNG, the batch stream's position, the stateful
-objects); `<out>/final/` has no training state. Folders are written under a temporary name and
+objects); `<out>/final/` has no training state, nor has `<out>/best/` (with `best_metric`: the
+model at the validation that scored highest so far). Folders are written under a temporary name and
 renamed, so a run killed at any moment leaves only complete checkpoints, and `resume="auto"`
 continues from the newest one exactly as if it had never stopped.
 """
@@ -60,10 +61,13 @@ class LoopConfig:
     seed: int = option(0, "seed of every RNG (python, numpy, torch, data order, masking)")
     threads: int = option(0, "CPU threads for torch (0: torch's default)")
     progress: bool = option(True, "show a progress bar")
+    best_metric: str = option("", "also keep best/: the model at the validation with the highest value of this metric (e.g. mrr); empty: no best/")
 
-    def validate_loop(self) -> list[str]:
+    def validate_loop(self, steps_may_be_zero: bool = False) -> list[str]:
         problems = []
         for name in ("max_steps", "grad_accumulation", "log_every", "keep_checkpoints"):
+            if name == "max_steps" and steps_may_be_zero and self.max_steps == 0:
+                continue
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')}: must be >= 1")
         for name in ("warmup_steps", "eval_every", "save_every", "threads", "max_grad_norm", "weight_decay", "max_minutes"):
@@ -228,6 +232,7 @@ class Trainer:
         log.info("precision: %s", self.precision)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
         self.step = 0
+        self.best: float | None = None  # highest validation value of cfg.best_metric so far
 
     # ------------------------------------------------------------------------------ checkpoints
     def _write_checkpoint(self, name: str, with_state: bool) -> Path:
@@ -246,6 +251,7 @@ class Trainer:
                 "rng": _rng_state(),
                 "batches": self.batches.state_dict(),
                 "stateful": {k: v.state_dict() for k, v in self.stateful.items()},
+                "best": self.best,
             }
             torch.save(state, tmp / STATE_FILE)
         if final.exists():
@@ -280,6 +286,7 @@ class Trainer:
             obj.load_state_dict(state["stateful"][name])
         _set_rng_state(state["rng"])
         self.step = int(state["step"])
+        self.best = state.get("best")
 
     # ---------------------------------------------------------------------------------- logging
     def _log(self, record: dict[str, Any], writer) -> None:
@@ -376,7 +383,10 @@ class Trainer:
             self._write_checkpoint("final", with_state=False)
         if writer is not None:
             writer.close()
-        return {"step": self.step, **{k: v for k, v in last.items() if k != "step"}, **final_eval}
+        figures = {"step": self.step, **{k: v for k, v in last.items() if k != "step"}, **final_eval}
+        if self.best is not None:
+            figures[f"best_valid_{self.cfg.best_metric}"] = self.best
+        return figures
 
     def _run_eval(self, writer) -> dict[str, float]:
         if self.evaluate is None or not self.dist.main:
@@ -390,4 +400,12 @@ class Trainer:
         self.model.train()
         record = {"step": self.step, **{f"valid_{k}": v for k, v in metrics.items()}}
         self._log(record, writer)
+        if self.cfg.best_metric:
+            if self.cfg.best_metric not in metrics:
+                raise UserError(f"--best-metric {self.cfg.best_metric}: validation reports only {', '.join(metrics)}")
+            value = float(metrics[self.cfg.best_metric])
+            if self.best is None or value > self.best:
+                self.best = value
+                self._write_checkpoint("best", with_state=False)
+                log.info("best/ now holds step %d (%s %.4f)", self.step, self.cfg.best_metric, value)
         return {k: v for k, v in record.items() if k != "step"}

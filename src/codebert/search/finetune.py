@@ -1,0 +1,297 @@
+"""`codebert search finetune`: the paper's cross-encoder (§4.1) or a bi-encoder, on one corpus.
+
+Cross (the paper): a two-class classifier on `<s> NL </s></s> CODE </s>`, trained with
+cross-entropy on a balanced set (every pair, plus one negative per pair made by replacing its
+NL or its code), validated by accuracy on the valid split made the same way; best/ keeps the
+model at the best validation. The paper's settings are the `base` preset: lr 1e-5, batch 64,
+max length 200, 8 epochs.
+
+Bi (beyond the paper): a shared encoder trained with in-batch InfoNCE (optionally one BM25
+hard negative per query), validated by MRR on the valid split's 1,000-candidate groups.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from codebert.config import option, to_dict
+from codebert.errors import UserError
+from codebert.pretrain_data import BucketedBatches, encode_texts
+from codebert.report import format_table
+from codebert.search.data import ClassificationPairs, GROUP_SIZE, SearchExamples, balanced_pairs, evaluation_groups, load_examples
+from codebert.search.metrics import gold_ranks, mean_reciprocal_rank
+from codebert.search.models import (
+    Mode, Pooling, SearchSpec, cross_inputs, info_nce, load_bi_encoder, load_cross_encoder, save_bi_encoder, single_inputs,
+)
+from codebert.tokenizer import load_tokenizer
+from codebert.train_loop import LoopConfig, Trainer, seed_everything, setup_distributed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class SearchFinetuneConfig(LoopConfig):
+    model: str = option(help="pre-trained model folder (ours, roberta-base, codebert-base) to start from")
+    data: Path = option(help="corpus folder (CodeSearchNet layout) with train and valid splits")
+    out: Path = option(help="run folder: checkpoints, best/ (the model to evaluate), final/, metrics.jsonl")
+    mode: Mode = option("cross", "cross: the paper's pair classifier; bi: a bi-encoder for retrieval")
+    language: list[str] = option([], "languages to fine-tune on (the paper: one per run; empty: all in the corpus)")
+    from_scratch: bool = option(False, "random weights of --model's shape: the 'no pre-training' row of Table 2")
+    max_steps: int = option(0, "stop after this many optimizer steps (0: after --epochs)")
+    epochs: float = option(8.0, "passes over the training set (the paper: up to 8, keeping the best on validation)")
+    learning_rate: float = option(1e-5, "peak learning rate of AdamW (the paper: 1e-5)")
+    warmup_steps: int = option(0, "linear warm-up steps (CodeBERT's run_classifier.py: 0)")
+    weight_decay: float = option(0.0, "AdamW weight decay (run_classifier.py: 0)")
+    adam_beta2: float = option(0.999, "AdamW beta2")
+    adam_epsilon: float = option(1e-8, "AdamW epsilon (run_classifier.py: 1e-8)")
+    batch_size: int = option(64, "pairs per micro-batch (the paper: 64)")
+    max_length: int = option(200, "cross: tokens per pair (the paper: 200); bi: tokens per code input")
+    query_length: int = option(64, "bi: tokens per query input")
+    pooling: Pooling = option("mean", "bi: mean over tokens or the <s> vector")
+    temperature: float = option(0.05, "bi: softmax temperature of the in-batch contrastive loss")
+    hard_negatives: bool = option(False, "bi: add each query's best BM25 match (not its own code) as an extra negative")
+    dropout: float = option(0.1, "dropout during fine-tuning")
+    max_records: int = option(0, "read at most this many records per language and split (0: all)")
+    valid_examples: int = option(1000, "valid pairs per language to validate on (0: all)")
+    eval_batch_size: int = option(128, "inputs per forward pass at validation")
+    best_metric: str = option("", "metric that picks best/ (empty: acc for cross, mrr for bi)")
+    resume: str | None = option(None, "auto: continue from the newest checkpoint in --out; or a checkpoint folder")
+
+    def validate(self) -> list[str]:
+        problems = self.validate_loop(steps_may_be_zero=True)
+        if not self.data.is_dir():
+            problems.append(f"--data {self.data}: no such folder")
+        if self.max_steps == 0 and not self.epochs > 0:
+            problems.append("--epochs: must be > 0 when --max-steps is 0")
+        if not 8 <= self.max_length <= 512:
+            problems.append("--max-length: must be in [8, 512]")
+        if not 4 <= self.query_length <= 512:
+            problems.append("--query-length: must be in [4, 512]")
+        if self.batch_size < 2:
+            problems.append("--batch-size: must be >= 2 (in-batch negatives need company)")
+        if not self.temperature > 0:
+            problems.append("--temperature: must be > 0")
+        if self.hard_negatives and self.mode != "bi":
+            problems.append("--hard-negatives: only for --mode bi")
+        return problems
+
+
+# ------------------------------------------------------------------------------------ batches
+@dataclass
+class TokenisedExamples:
+    queries: list[np.ndarray]  # query token ids per example (no special tokens)
+    codes: list[np.ndarray]  # code token ids per example
+
+    @staticmethod
+    def of(examples: SearchExamples, tokenizer) -> TokenisedExamples:
+        return TokenisedExamples(encode_texts(tokenizer, examples.queries), encode_texts(tokenizer, examples.codes))
+
+
+@dataclass
+class PairCorpus:
+    """The cross-encoder's balanced training set, in the shape BucketedBatches batches."""
+
+    tokens: TokenisedExamples
+    pairs: ClassificationPairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def lengths(self, max_length: int) -> np.ndarray:
+        q = np.array([len(self.tokens.queries[i]) for i in self.pairs.query])
+        c = np.array([len(self.tokens.codes[i]) for i in self.pairs.code])
+        return np.minimum(q + c + 4, max_length)
+
+
+@dataclass
+class CrossBatch:
+    input_ids: torch.Tensor  # (B, T)
+    attention_mask: torch.Tensor  # (B, T)
+    labels: torch.Tensor  # (B,) 1 relevant, 0 not
+
+    def num_tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+
+def collate_cross(corpus: PairCorpus, indices, max_length: int) -> CrossBatch:
+    pairs = [(corpus.tokens.queries[corpus.pairs.query[i]], corpus.tokens.codes[corpus.pairs.code[i]]) for i in indices]
+    ids, mask = cross_inputs(pairs, max_length)
+    return CrossBatch(ids, mask, torch.from_numpy(corpus.pairs.label[np.asarray(indices)]))
+
+
+@dataclass
+class BiCorpus:
+    """The bi-encoder's training set: positive pairs, optionally one hard negative code each."""
+
+    tokens: TokenisedExamples
+    query_length: int
+    hard: np.ndarray | None = None  # (N,) index of each query's hard-negative code, or None
+
+    def __len__(self) -> int:
+        return len(self.tokens.codes)
+
+    def lengths(self, max_length: int) -> np.ndarray:
+        return np.minimum(np.array([len(c) for c in self.tokens.codes]) + 2, max_length)
+
+
+@dataclass
+class BiBatch:
+    query_ids: torch.Tensor  # (B, Tq)
+    query_mask: torch.Tensor
+    code_ids: torch.Tensor  # (B [+ B hard negatives], Tc)
+    code_mask: torch.Tensor
+
+    def num_tokens(self) -> int:
+        return int(self.query_mask.sum() + self.code_mask.sum())
+
+
+def collate_bi(corpus: BiCorpus, indices, max_length: int) -> BiBatch:
+    indices = list(indices)
+    q_ids, q_mask = single_inputs([corpus.tokens.queries[i] for i in indices], corpus.query_length)
+    codes = [corpus.tokens.codes[i] for i in indices]
+    if corpus.hard is not None:
+        codes += [corpus.tokens.codes[corpus.hard[i]] for i in indices]
+    c_ids, c_mask = single_inputs(codes, max_length)
+    return BiBatch(q_ids, q_mask, c_ids, c_mask)
+
+
+def bm25_hard_negatives(examples: SearchExamples) -> np.ndarray:
+    """For each query, the training code BM25 ranks highest that is not its own (nor an identical copy)."""
+    from codebert.search.baselines import bm25_index, bm25_tokens
+
+    index = bm25_index(examples.codes)
+    hard = np.empty(len(examples), dtype=np.int64)
+    results, _ = index.retrieve([bm25_tokens(q) for q in examples.queries], k=min(3, len(examples)), show_progress=False)
+    for i, row in enumerate(results):
+        candidates = [int(j) for j in row if int(j) != i and examples.codes[int(j)] != examples.codes[i]]
+        hard[i] = candidates[0] if candidates else (i + 1) % len(examples)
+    return hard
+
+
+# --------------------------------------------------------------------------------- validation
+@torch.no_grad()
+def cross_accuracy(model, tokens: TokenisedExamples, pairs: ClassificationPairs, max_length: int, batch_size: int, device) -> dict[str, float]:
+    correct, loss_sum = 0, 0.0
+    for start in range(0, len(pairs), batch_size):
+        idx = np.arange(start, min(start + batch_size, len(pairs)))
+        ids, mask = cross_inputs([(tokens.queries[pairs.query[i]], tokens.codes[pairs.code[i]]) for i in idx], max_length)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        labels = torch.from_numpy(pairs.label[idx]).to(device)
+        loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+        correct += int((logits.argmax(-1) == labels).sum())
+    return {"acc": correct / len(pairs), "loss": loss_sum / len(pairs)}
+
+
+@torch.no_grad()
+def encode_all(model, sequences: list[np.ndarray], max_length: int, batch_size: int, device) -> torch.Tensor:
+    """Unit vectors of every sequence, batched by length (sorted), returned in input order."""
+    order = np.argsort([len(s) for s in sequences], kind="stable")
+    out = torch.empty((len(sequences), model.encoder.config.hidden_size))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        ids, mask = single_inputs([sequences[i] for i in idx], max_length)
+        out[torch.from_numpy(idx)] = model(ids.to(device), mask.to(device)).float().cpu()
+    return out
+
+
+def bi_mrr(model, tokens: TokenisedExamples, groups: list[np.ndarray], spec: SearchSpec, batch_size: int, device) -> dict[str, float]:
+    queries = encode_all(model, tokens.queries, spec.query_length, batch_size, device)
+    codes = encode_all(model, tokens.codes, spec.max_length, batch_size, device)
+    ranks = [gold_ranks((queries[g] @ codes[g].T).numpy(), np.arange(len(g))) for g in groups]
+    return {"mrr": mean_reciprocal_rank(np.concatenate(ranks))}
+
+
+# --------------------------------------------------------------------------------------- main
+def _per_language_cap(examples: SearchExamples, cap: int) -> SearchExamples:
+    if not cap:
+        return examples
+    keep, seen = [], {}
+    for i, lang in enumerate(examples.languages):
+        seen[lang] = seen.get(lang, 0) + 1
+        if seen[lang] <= cap:
+            keep.append(i)
+    return examples.subset(keep)
+
+
+def main(cfg: SearchFinetuneConfig) -> dict[str, Any]:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    dist_info, device = setup_distributed()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    tokenizer = load_tokenizer(cfg.model)
+    train_examples = load_examples(cfg.data, "train", cfg.language, cfg.max_records)
+    valid_examples = _per_language_cap(load_examples(cfg.data, "valid", cfg.language, cfg.max_records), cfg.valid_examples)
+    train_tokens, valid_tokens = TokenisedExamples.of(train_examples, tokenizer), TokenisedExamples.of(valid_examples, tokenizer)
+    spec = SearchSpec(mode=cfg.mode, pooling=cfg.pooling, max_length=cfg.max_length, query_length=cfg.query_length)
+
+    if cfg.mode == "cross":
+        model = load_cross_encoder(cfg.model, from_scratch=cfg.from_scratch, dropout=cfg.dropout)
+        corpus = PairCorpus(train_tokens, balanced_pairs(len(train_examples), cfg.seed))
+        collate_fn = collate_cross
+        valid_pairs = balanced_pairs(len(valid_examples), cfg.seed + 1)
+        best = cfg.best_metric or "acc"
+
+        def loss_fn(m, batch: CrossBatch) -> dict[str, Any]:
+            logits = m(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)).logits.float()
+            labels = batch.labels.to(device)
+            loss = F.cross_entropy(logits, labels)
+            return {"loss": loss, "acc": float((logits.detach().argmax(-1) == labels).float().mean())}
+
+        def evaluate(m) -> dict[str, float]:
+            return cross_accuracy(m, valid_tokens, valid_pairs, cfg.max_length, cfg.eval_batch_size, device)
+
+        def save_model(m, folder: Path) -> None:
+            m.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+            spec.save(folder)
+    else:
+        model = load_bi_encoder(cfg.model, cfg.pooling, from_scratch=cfg.from_scratch, dropout=cfg.dropout)
+        hard = bm25_hard_negatives(train_examples) if cfg.hard_negatives else None
+        corpus = BiCorpus(train_tokens, cfg.query_length, hard)
+        collate_fn = collate_bi
+        groups = []
+        for lang in sorted(set(valid_examples.languages)):
+            members = np.array([i for i, l in enumerate(valid_examples.languages) if l == lang])
+            size = min(GROUP_SIZE, len(members))
+            groups += [members[g] for g in evaluation_groups(len(members), size)]
+        best = cfg.best_metric or "mrr"
+
+        def loss_fn(m, batch: BiBatch) -> dict[str, Any]:
+            q = m(batch.query_ids.to(device), batch.query_mask.to(device))
+            c = m(batch.code_ids.to(device), batch.code_mask.to(device))
+            loss = info_nce(q, c, cfg.temperature)
+            return {"loss": loss}
+
+        def evaluate(m) -> dict[str, float]:
+            return bi_mrr(m, valid_tokens, groups, spec, cfg.eval_batch_size, device)
+
+        def save_model(m, folder: Path) -> None:
+            save_bi_encoder(m, folder, spec)
+            tokenizer.save_pretrained(folder)
+
+    batches = BucketedBatches(corpus, cfg.batch_size, cfg.max_length, cfg.seed, dist_info.rank, dist_info.world, collate_fn=collate_fn)
+    steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * batches.batches_per_epoch() / cfg.grad_accumulation))
+    loop = dataclasses.replace(cfg, max_steps=steps, best_metric=best)
+    log.info("%d training examples, %d steps (%.2f epochs)", len(corpus), steps, steps * cfg.grad_accumulation / batches.batches_per_epoch())
+    trainer = Trainer(loop, model, loss_fn, batches, cfg.out, save_model, evaluate=evaluate,
+                      run_config=to_dict(loop), dist_info=dist_info, device=device)
+    figures = trainer.fit(cfg.resume)
+    figures.update(out=str(cfg.out / "best"), examples=len(corpus), mode=cfg.mode, steps_planned=steps)
+    return {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in figures.items()}
+
+
+def render(figures: dict[str, Any]) -> str:
+    rows = [[k, v] for k, v in figures.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return format_table(["figure", "value"], rows) + f"\nbest model saved to {figures['out']}"

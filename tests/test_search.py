@@ -1,0 +1,202 @@
+"""Code search: the paper's MRR protocol exactly, balanced pairs, both models, baselines, the table."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from codebert.cli import main as cli_main
+from codebert.config import load_config, read_preset
+from codebert.search import baselines, evaluate, finetune
+from codebert.search.data import balanced_pairs, evaluation_groups, format_code_token, load_examples
+from codebert.search.metrics import gold_ranks, mean_reciprocal_rank
+from conftest import CORPUS
+
+
+# ---------------------------------------------------------------------------------- the metric
+def test_rank_counts_every_candidate_scoring_at_least_the_gold():
+    scores = np.array([
+        [0.9, 0.1, 0.2, 0.3],  # gold 0 strictly best -> rank 1
+        [0.5, 0.5, 0.1, 0.0],  # gold 1 tied with one other -> rank 2 (ties count against the model)
+        [0.7, 0.7, 0.7, 0.7],  # all equal -> rank 4, never 1
+        [0.2, 0.9, 0.8, 0.1],  # gold 3 is the worst -> rank 4
+    ])
+    ranks = gold_ranks(scores, np.arange(4))
+    assert ranks.tolist() == [1, 2, 4, 4]
+    assert mean_reciprocal_rank(ranks) == pytest.approx((1 + 1 / 2 + 1 / 4 + 1 / 4) / 4)
+
+
+def test_mrr_of_a_constant_scorer_is_one_over_the_group_size():
+    ranks = gold_ranks(np.zeros((1000, 1000)), np.arange(1000))
+    assert mean_reciprocal_rank(ranks) == pytest.approx(1 / 1000)
+
+
+# -------------------------------------------------------------------------------------- groups
+def test_groups_are_the_reference_shuffle_cut_into_full_groups():
+    groups = evaluation_groups(2500, 1000)
+    assert [len(g) for g in groups] == [1000, 1000]  # the last 500 are dropped, as process_data.py does
+    np.random.seed(0)  # the reference script's exact sequence of calls
+    idxs = np.arange(2500)
+    np.random.shuffle(idxs)
+    assert np.array_equal(np.concatenate(groups), idxs[:2000])
+    assert len(set(np.concatenate(groups).tolist())) == 2000
+    assert evaluation_groups(999, 1000) == []
+
+
+def test_code_tokens_lose_their_line_breaks_as_in_the_reference():
+    assert format_code_token('"""a\r\nb\nc\rd"""') == '"""a b c d"""'
+    examples = load_examples(CORPUS, "test")
+    assert len(examples) == 60 and all("\n" not in c for c in examples.codes)
+
+
+# ---------------------------------------------------------------------------- balanced pairs
+def test_balanced_pairs_have_one_negative_per_positive_half_each_way():
+    n = 101
+    pairs = balanced_pairs(n, seed=3)
+    assert len(pairs) == 2 * n and pairs.label.sum() == n
+    pos, neg = pairs.label == 1, pairs.label == 0
+    assert np.array_equal(pairs.query[pos], np.arange(n)) and np.array_equal(pairs.code[pos], np.arange(n))
+    replaced_query = pairs.query[neg] != np.arange(n)
+    replaced_code = pairs.code[neg] != np.arange(n)
+    assert np.all(replaced_query ^ replaced_code)  # exactly one side of each negative is someone else's
+    assert replaced_query.sum() == n // 2
+    assert not np.array_equal(balanced_pairs(n, seed=4).code, pairs.code)  # the seed matters
+
+
+# ------------------------------------------------------------------------------------- models
+def search_config(model, out, **flags):
+    flags = {"model": str(model), "data": str(CORPUS), "out": str(out), "progress": "false", "threads": "1", **flags}
+    return load_config(finetune.SearchFinetuneConfig, read_preset("tiny", "search"), flags)
+
+
+@pytest.fixture(scope="module")
+def bi_run(tmp_path_factory, tiny_model_dir):
+    out = tmp_path_factory.mktemp("bi") / "run"
+    figures = finetune.main(search_config(tiny_model_dir, out, mode="bi", epochs="8"))
+    return out, figures
+
+
+def test_bi_encoder_learns_to_retrieve(bi_run, tiny_model_dir, tmp_path):
+    out, figures = bi_run
+    chance = sum(1 / r for r in range(1, 61)) / 60  # a random ranking of 60 valid candidates
+    assert figures["best_valid_mrr"] > 2 * chance
+    assert {"config.json", "model.safetensors", "search_model.json", "modules.json", "tokenizer.json"} <= {p.name for p in (out / "best").iterdir()}
+    result = evaluate.main(load_config(evaluate.SearchEvaluateConfig, None, {
+        "model": str(out / "best"), "data": str(CORPUS), "group_size": "20", "full": "true", "progress": "false",
+        "out": str(tmp_path / "bi.json")}))
+    assert result["python_queries"] == 60  # 3 groups of 20
+    assert result["python"] > 2 * sum(1 / r for r in range(1, 21)) / 20
+    assert 0 < result["python_full_mrr"] <= 1
+    assert json.loads((tmp_path / "bi.json").read_text())["macro_mrr"] == result["macro_mrr"]
+
+
+def test_the_bi_encoder_folder_opens_in_plain_transformers(bi_run):
+    from transformers import AutoModel, AutoTokenizer
+
+    out, _ = bi_run
+    model = finetune.load_bi_encoder(out / "best")
+    tokenizer = AutoTokenizer.from_pretrained(out / "best")
+    plain = AutoModel.from_pretrained(out / "best")
+    batch = tokenizer(["parse a memory string"], return_tensors="pt")
+    hidden = plain(**batch).last_hidden_state.mean(1)
+    ours = model(batch["input_ids"], batch["attention_mask"])
+    assert torch.allclose(torch.nn.functional.normalize(hidden, dim=-1), ours, atol=1e-5)
+
+
+def test_cross_encoder_fits_its_training_pairs_and_is_evaluated_by_the_protocol(tmp_path, tiny_model_dir):
+    out = tmp_path / "cross"
+    figures = finetune.main(search_config(tiny_model_dir, out, mode="cross", max_records="24", max_steps="150",
+                                          batch_size="8", learning_rate="0.002", log_every="50"))
+    last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "acc" in line and "valid_acc" not in line][-1]
+    assert last["acc"] > 0.75  # 48 balanced pairs, memorised
+    assert (out / "best" / "search_model.json").is_file() and "best_valid_acc" in figures
+    result = evaluate.main(load_config(evaluate.SearchEvaluateConfig, None, {
+        "model": str(out / "best"), "data": str(CORPUS), "group_size": "20", "max_groups": "2",
+        "queries_per_group": "5", "progress": "false"}))
+    assert result["python_queries"] == 10 and 0 < result["python"] <= 1
+    assert result["python_pairs_per_s"] > 0
+
+
+def test_cross_scorer_batches_by_length_but_returns_every_pair_in_place(tiny_model_dir):
+    model = finetune.load_cross_encoder(tiny_model_dir).eval()
+    from codebert.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    examples = load_examples(CORPUS, "test")
+    scorer = evaluate.CrossScorer(model, tokenizer, examples, 64, batch_size=7, device=torch.device("cpu"))
+    queries, codes = np.array([3, 1, 4]), np.array([5, 9, 2, 6, 0])
+    batched = scorer.score(queries, codes)
+    for a, q in enumerate(queries):
+        for b, c in enumerate(codes):
+            ids, mask = finetune.cross_inputs([(scorer.queries[q], scorer.codes[c])], 64)
+            with torch.no_grad():
+                single = float(model(input_ids=ids, attention_mask=mask).logits[0, 1])
+            assert batched[a, b] == pytest.approx(single, abs=1e-4)
+
+
+def test_no_pretraining_starts_from_random_weights_of_the_same_shape(tiny_model_dir):
+    pretrained = finetune.load_cross_encoder(tiny_model_dir)
+    scratch = finetune.load_cross_encoder(tiny_model_dir, from_scratch=True)
+    a, b = pretrained.roberta.embeddings.word_embeddings.weight, scratch.roberta.embeddings.word_embeddings.weight
+    assert a.shape == b.shape and not torch.allclose(a, b)
+
+
+# ----------------------------------------------------------------------------------- baselines
+def test_bm25_tokens_split_identifiers():
+    assert baselines.bm25_tokens("parseHTTPHeader_v2(x)") == ["parse", "http", "header", "parsehttpheader", "v", "2", "v2", "x"]
+
+
+def test_bm25_baseline_beats_chance_by_far(tmp_path):
+    figures = baselines.main(load_config(baselines.SearchBaselineConfig, None, {
+        "kind": "bm25", "data": str(CORPUS), "out": str(tmp_path), "group_size": "20"}))
+    assert figures["python"] > 0.5  # stdlib docs share words with their code; chance is 0.18
+    assert json.loads((tmp_path / "results.json").read_text())["python"] == figures["python"]
+
+
+@pytest.mark.parametrize("kind", ["nbow", "cnn", "birnn", "selfatt"])
+def test_each_neural_baseline_trains_and_ranks(tmp_path, tokenizer_dir, kind):
+    figures = baselines.main(load_config(baselines.SearchBaselineConfig, read_preset("tiny", "baseline"), {
+        "kind": kind, "data": str(CORPUS), "out": str(tmp_path), "tokenizer": str(tokenizer_dir),
+        "group_size": "20", "max_epochs": "2", "progress": "false", "threads": "1"}))
+    assert figures["python_epochs"] == 2 and 0 < figures["python"] <= 1
+    assert (tmp_path / "python.model.pt").is_file()
+
+
+def test_weighted_mean_pool_ignores_padding():
+    pool = baselines.WeightedMeanPool(4)
+    hidden = torch.randn(1, 3, 4)
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    changed = hidden.clone()
+    changed[0, 2] = 100.0
+    assert torch.allclose(pool(hidden, mask), pool(changed, mask))
+
+
+# ------------------------------------------------------------------------------- table and CLI
+def test_table_puts_rows_and_macro_average_between_markers(tmp_path):
+    rows = []
+    for name, values in (("BM25", {"ruby": 0.5, "go": 0.7}), ("mlm+rtd", {"ruby": 0.6, "go": 0.8})):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"label": name, "languages": list(values), "macro_mrr": float(np.mean(list(values.values()))), **values}))
+        rows.append(str(path))
+    md = tmp_path / "results.md"
+    md.write_text("# Results\n\n<!-- table2:start -->\nold\n<!-- table2:end -->\n\nafter\n")
+    assert cli_main(["search", "table", *rows, "--markdown", str(md)]) == 0
+    text = md.read_text()
+    assert "old" not in text and text.endswith("after\n")
+    assert "| model | ruby | go | macro-avg |" in text  # the paper's column order
+    assert "| mlm+rtd | 0.6000 | 0.8000 | 0.7000 |" in text
+
+
+def test_evaluating_a_model_that_is_not_fine_tuned_is_a_one_line_error(tiny_model_dir, capsys):
+    assert cli_main(["search", "evaluate", "--model", str(tiny_model_dir), "--data", str(CORPUS)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("codebert: error:") and "search_model.json" in err and "\n" not in err
+
+
+def test_too_few_test_examples_for_a_group_is_a_clear_error(bi_run, capsys):
+    out, _ = bi_run
+    assert cli_main(["search", "evaluate", "--model", str(out / "best"), "--data", str(CORPUS), "--no-progress"]) == 2
+    assert "fewer than one group of 1000" in capsys.readouterr().err
