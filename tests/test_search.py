@@ -156,6 +156,14 @@ def test_bm25_baseline_beats_chance_by_far(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["python"] == figures["python"]
 
 
+def test_bm25_gives_a_query_without_words_the_worst_rank():
+    from codebert.search.data import SearchExamples
+
+    examples = SearchExamples(["+ - *", "sum of values"], ["def add ( a ) : pass", "def sum_values ( v ) : pass"], ["", ""], ["python"] * 2)
+    scores = baselines.BM25Scorer(examples).score(np.array([0, 1]), np.array([0, 1]))
+    assert gold_ranks(scores, np.array([0, 1])).tolist() == [2, 1]
+
+
 @pytest.mark.parametrize("kind", ["nbow", "cnn", "birnn", "selfatt"])
 def test_each_neural_baseline_trains_and_ranks(tmp_path, tokenizer_dir, kind):
     figures = baselines.main(load_config(baselines.SearchBaselineConfig, read_preset("tiny", "baseline"), {
@@ -200,3 +208,17 @@ def test_too_few_test_examples_for_a_group_is_a_clear_error(bi_run, capsys):
     out, _ = bi_run
     assert cli_main(["search", "evaluate", "--model", str(out / "best"), "--data", str(CORPUS), "--no-progress"]) == 2
     assert "fewer than one group of 1000" in capsys.readouterr().err
+
+
+def test_hard_negatives_are_the_best_bm25_match_that_is_not_the_pair_itself():
+    examples = load_examples(CORPUS, "train")
+    hard = finetune.bm25_hard_negatives(examples)
+    assert len(hard) == len(examples)
+    assert all(h != i and examples.codes[h] != examples.codes[i] for i, h in enumerate(hard))
+
+
+def test_bad_fine_tuning_options_are_reported_together(capsys, tmp_path):
+    code = cli_main(["search", "finetune", "--model", "x", "--data", str(tmp_path / "missing"), "--out", str(tmp_path),
+                     "--mode", "cross", "--hard-negatives", "--batch-size", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--hard-negatives: only for --mode bi" in err and "--batch-size" in err and "no such folder" in err

@@ -84,7 +84,11 @@ class BM25Scorer:
 
     def score(self, queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
         index = bm25_index([self.examples.codes[j] for j in codes])
-        return np.stack([index.get_scores(self.query_tokens[i]) for i in queries]).astype(np.float32)
+        scores = np.zeros((len(queries), len(codes)), dtype=np.float32)
+        for row, i in enumerate(queries):
+            if self.query_tokens[i]:  # a query with no word (symbols only) scores 0 everywhere: the worst rank
+                scores[row] = index.get_scores(self.query_tokens[i])
+        return scores
 
 
 # --------------------------------------------------------------------------- neural encoders
