@@ -44,6 +44,8 @@ STAGES = [
     Stage(("search", "evaluate"), "codebert.search.evaluate", "SearchEvaluateConfig", "MRR over 1,000-candidate groups (the paper's protocol), full-split ranking for bi-encoders"),
     Stage(("search", "baseline"), "codebert.search.baselines", "SearchBaselineConfig", "train and evaluate a Table-2 baseline: BM25, NBoW, 1D-CNN, BiRNN, self-attention", "baseline"),
     Stage(("search", "table"), "codebert.search.table", "SearchTableConfig", "the Table-2-shaped MRR table from results files"),
+    Stage(("probe", "build"), "codebert.probe", "ProbeBuildConfig", "build the NL-PL probing items (max/min/less/greater) from valid and test", main="build_main", render="build_render"),
+    Stage(("probe", "run"), "codebert.probe", "ProbeRunConfig", "zero-shot probing accuracy of a checkpoint's MLM head (also CodeXGLUE cloze files)", main="run_main", render="run_render"),
     Stage(("bleu",), "codebert.bleu", "BleuConfig", "smoothed BLEU-4 of predictions against references, as the paper's evaluator computes it"),
     Stage(("plot",), "codebert.plot", "PlotConfig", "draw the learning curves of pre-training runs to a PNG"),
     Stage(("quickstart",), "codebert.quickstart", "QuickstartConfig", "run the whole pipeline offline on the Python standard library", "quickstart"),
