@@ -126,7 +126,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--records", type=int, default=400, help="records per language and file to encode")
     parser.add_argument("--skip-hf-bf16", action="store_true", help="skip the bf16 Trainer (very slow on AVX2-only CPUs)")
+    parser.add_argument("--hf-bf16-steps", type=int, default=0, help="timed steps of the bf16 Trainer (0: --steps); a rate, so fewer will do where bf16 is emulated")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     opts = parser.parse_args()
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
     tokenizer = load_tokenizer(opts.tokenizer)
     cfg = load_config(PretrainConfig, read_preset("small", "pretrain"),
                       {"data": str(opts.data), "out": "unused", "tokenizer": str(opts.tokenizer), "objective": "mlm"})
@@ -136,7 +140,7 @@ def main() -> None:
     ours, precision = run_ours(cfg, tokenizer, corpus, opts.steps)
     rows.append([f"ours ({precision}, MLM head on masked only, no dropout)", ours, 1.0])
     if not opts.skip_hf_bf16:
-        hf_bf16 = run_hf(cfg, tokenizer, corpus, opts.steps, bf16=True)
+        hf_bf16 = run_hf(cfg, tokenizer, corpus, opts.hf_bf16_steps or opts.steps, bf16=True)
         rows.append(["HF Trainer, bf16=True", hf_bf16, ours / hf_bf16])
     hf_fp32 = run_hf(cfg, tokenizer, corpus, opts.steps, bf16=False)
     rows.append(["HF Trainer, fp32", hf_fp32, ours / hf_fp32])

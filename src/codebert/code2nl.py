@@ -1,0 +1,471 @@
+"""`codebert code2nl finetune|generate|evaluate`: code-to-documentation generation (paper §4.3-4.4).
+
+The model is CodeBERT's `code2nl` Seq2Seq: the pre-trained encoder reads the code tokens; a
+decoder writes the doc. Conventions of the reference (CodeBERT/code2nl/model.py, run.py):
+  * decoder: 6 Transformer layers of the encoder's width and heads (`nn.TransformerDecoder`);
+  * target embeddings are the encoder's embedding module (words and positions), and the output
+    projection is tied to the word embeddings after a dense + tanh layer;
+  * targets are `<s> doc </s>`, the loss is cross-entropy on the shifted target, padding ignored;
+  * lengths 256 (source) and 64 (target); lr 5e-5, batch 64; beam search of size 10 whose
+    hypotheses are ranked by the sum of token log-probabilities (no length penalty) and end at
+    `</s>`; validation by smoothed BLEU-4 (`codebert bleu`), the best kept in best/.
+Data: CodeSearchNet jsonl (code_tokens -> docstring_tokens), or the CodeNN format (`--format
+codenn`: tab-separated id, question id, title, code, label; the title is the target).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from codebert.bleu import corpus_bleu, split_punctuation
+from codebert.config import option, to_dict
+from codebert.corpus.jsonl import ReadReport, atomic_write, iter_corpus
+from codebert.errors import UserError
+from codebert.pretrain_data import BucketedBatches, encode_texts
+from codebert.report import format_table
+from codebert.train_loop import LoopConfig, Trainer, seed_everything, setup_distributed
+
+log = logging.getLogger(__name__)
+
+SPEC_FILE = "code2nl.json"
+DECODER_FILE = "decoder.safetensors"
+
+
+# --------------------------------------------------------------------------------------- data
+@dataclass
+class Pairs:
+    ids: list[str]  # example ids (CodeNN ids, or "<language>-<n>")
+    sources: list[str]  # code text
+    targets: list[list[str]]  # reference docs (several for CodeNN evaluation files)
+
+
+def read_csn(data: Path, split: str, languages: list[str], max_records: int) -> Pairs:
+    out = Pairs([], [], [])
+    counters: dict[str, int] = {}
+    for lang, _, record in iter_corpus(data, (split,), languages or None, max_records, ReadReport()):
+        n = counters[lang] = counters.get(lang, 0) + 1
+        out.ids.append(f"{lang}-{n - 1}")
+        out.sources.append(" ".join(record["code_tokens"]))
+        out.targets.append([" ".join(record["docstring_tokens"])])
+    if not out.ids:
+        raise UserError(f"{data}: no {split} records")
+    return out
+
+
+def read_codenn(path: Path, references: Path | None = None, max_records: int = 0) -> Pairs:
+    """CodeNN lines: id, question id, title, code, label (tab-separated); `references`: id<TAB>title lines."""
+    out = Pairs([], [], [])
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (FileNotFoundError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read ({exc})") from None
+    skipped = 0
+    for line in lines:
+        cols = line.split("\t")
+        if len(cols) < 4:
+            skipped += 1
+            continue
+        out.ids.append(cols[0])
+        out.targets.append([cols[2]])
+        out.sources.append(cols[3])
+        if max_records and len(out.ids) >= max_records:
+            break
+    if skipped:
+        log.warning("%s: %d lines without the 5 CodeNN columns skipped", path, skipped)
+    if references is not None:
+        refs: dict[str, list[str]] = {}
+        for line in references.read_text(encoding="utf-8").splitlines():
+            if "\t" in line:
+                rid, text = line.split("\t", 1)
+                refs.setdefault(rid, []).append(text)
+        out.targets = [refs.get(i, t) for i, t in zip(out.ids, out.targets)]
+    if not out.ids:
+        raise UserError(f"{path}: no CodeNN lines (id, question id, title, code, label)")
+    return out
+
+
+@dataclass
+class EncodedPairs:
+    sources: list[np.ndarray]
+    targets: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def lengths(self, max_length: int) -> np.ndarray:
+        return np.minimum(np.array([len(s) for s in self.sources]) + 2, max_length)
+
+
+@dataclass
+class Seq2SeqBatch:
+    source_ids: torch.Tensor  # (B, S) <s> code </s>
+    source_mask: torch.Tensor
+    target_ids: torch.Tensor  # (B, T) <s> doc </s>
+    target_mask: torch.Tensor
+
+    def num_tokens(self) -> int:
+        return int(self.source_mask.sum() + self.target_mask.sum())
+
+
+def pad_sequences(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return ids, (ids != pad_id).long()
+
+
+def wrap(ids: np.ndarray, max_length: int, cls_id: int = 0, sep_id: int = 2) -> list[int]:
+    return [cls_id, *ids[: max_length - 2].tolist(), sep_id]
+
+
+# -------------------------------------------------------------------------------------- model
+@dataclass
+class Seq2SeqSpec:
+    decoder_layers: int = 6  # Transformer decoder layers (the paper: 6)
+    max_source_length: int = 256  # code tokens, <s> and </s> included
+    max_target_length: int = 64  # doc tokens, <s> and </s> included
+    beam_size: int = 10  # beam of generation
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self, encoder, spec: Seq2SeqSpec):
+        super().__init__()
+        config = encoder.config
+        self.encoder, self.spec = encoder, spec
+        layer = nn.TransformerDecoderLayer(d_model=config.hidden_size, nhead=config.num_attention_heads,
+                                           dim_feedforward=config.intermediate_size, dropout=config.hidden_dropout_prob,
+                                           batch_first=True)
+        self.decoder = nn.TransformerDecoder(layer, num_layers=spec.decoder_layers)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head.weight = encoder.embeddings.word_embeddings.weight  # tied, as the reference
+
+    def encode(self, source_ids: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
+        return self.encoder(input_ids=source_ids, attention_mask=source_mask).last_hidden_state
+
+    def decode(self, memory: torch.Tensor, source_mask: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, V) of the next token after each target prefix."""
+        target = self.encoder.embeddings(input_ids=target_ids)
+        length = target_ids.shape[1]
+        causal = torch.triu(torch.full((length, length), float("-inf"), device=target.device), diagonal=1)
+        out = self.decoder(target, memory, tgt_mask=causal, memory_key_padding_mask=source_mask == 0)
+        return self.lm_head(torch.tanh(self.dense(out)))
+
+    def forward(self, batch: Seq2SeqBatch) -> torch.Tensor:
+        memory = self.encode(batch.source_ids, batch.source_mask)
+        logits = self.decode(memory, batch.source_mask, batch.target_ids)
+        return seq2seq_loss(logits, batch.target_ids, batch.target_mask)
+
+
+def seq2seq_loss(logits: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each target token given the ones before it; padding ignored (mean over tokens)."""
+    shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
+    shift_labels = target_ids[:, 1:].reshape(-1)
+    active = target_mask[:, 1:].reshape(-1).bool()
+    return F.cross_entropy(shift_logits[active], shift_labels[active])
+
+
+@torch.inference_mode()
+def beam_search(model: Seq2Seq, source_ids: torch.Tensor, source_mask: torch.Tensor, beam: int, max_length: int,
+                bos: int = 0, eos: int = 2) -> list[list[int]]:
+    """Best hypothesis per source (without <s> and </s>): sum of log-probabilities, no length penalty.
+
+    Each source is searched on its own with the beam as the batch. A hypothesis ends at </s>;
+    the search stops when `beam` hypotheses have ended and none of the open ones can still beat
+    the best ended one (scores only decrease), or at `max_length` tokens.
+    """
+    results = []
+    for row in range(source_ids.shape[0]):
+        length = int(source_mask[row].sum())
+        src, mask = source_ids[row : row + 1, :length], source_mask[row : row + 1, :length]
+        memory = model.encode(src, mask)
+        prefixes = torch.full((1, 1), bos, dtype=torch.long, device=src.device)
+        scores = torch.zeros(1, device=src.device)
+        finished: list[tuple[float, list[int]]] = []
+        for _ in range(max_length - 1):
+            n = prefixes.shape[0]
+            logits = model.decode(memory.expand(n, -1, -1), mask.expand(n, -1), prefixes)[:, -1].float()
+            candidates = (scores[:, None] + torch.log_softmax(logits, dim=-1)).view(-1)
+            top_scores, top = candidates.topk(min(2 * beam, candidates.numel()))
+            next_prefixes, next_scores = [], []
+            for score, flat in zip(top_scores.tolist(), top.tolist()):
+                origin, token = divmod(flat, logits.shape[-1])
+                if token == eos:
+                    finished.append((score, prefixes[origin, 1:].tolist()))
+                else:
+                    next_prefixes.append(torch.cat([prefixes[origin], prefixes.new_tensor([token])]))
+                    next_scores.append(score)
+                if len(next_prefixes) == beam:
+                    break
+            best_finished = max((s for s, _ in finished), default=-math.inf)
+            if not next_prefixes or (len(finished) >= beam and max(next_scores) < best_finished):
+                break
+            prefixes, scores = torch.stack(next_prefixes), torch.tensor(next_scores, device=src.device)
+        if not finished:  # nothing ended within max_length: take the best open hypothesis
+            finished.append((float(scores[0]), prefixes[0, 1:].tolist()))
+        results.append(max(finished, key=lambda f: f[0])[1])
+    return results
+
+
+def save_seq2seq(model: Seq2Seq, tokenizer, folder: Path) -> None:
+    """The encoder as a Hugging Face RoBERTa folder, the decoder and head as safetensors, the spec as JSON."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.encoder.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    weights = {f"decoder.{k}": v.contiguous() for k, v in model.decoder.state_dict().items()}
+    weights.update({f"dense.{k}": v.contiguous() for k, v in model.dense.state_dict().items()})
+    save_file(weights, str(folder / DECODER_FILE))
+    (folder / SPEC_FILE).write_text(json.dumps(asdict(model.spec), indent=2) + "\n")
+
+
+def load_seq2seq(folder: str | Path, spec: Seq2SeqSpec | None = None, from_scratch: bool = False, dropout: float | None = None) -> Seq2Seq:
+    """A fine-tuned model (folder with code2nl.json), or a new one on a pre-trained encoder."""
+    from transformers import AutoConfig, RobertaModel
+    from transformers.utils import logging as hf_logging
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{folder}: not a model folder (no config.json)")
+    overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+    saved = folder / SPEC_FILE
+    if saved.is_file():
+        spec = Seq2SeqSpec(**json.loads(saved.read_text()))
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the pre-training heads are skipped on purpose
+    try:
+        if from_scratch:
+            encoder = RobertaModel(AutoConfig.from_pretrained(str(folder), **overrides), add_pooling_layer=False)
+        else:
+            encoder = RobertaModel.from_pretrained(str(folder), use_safetensors=True, add_pooling_layer=False, **overrides)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load an encoder from {folder}: {str(exc).splitlines()[0]}") from None
+    finally:
+        hf_logging.set_verbosity(level)
+    model = Seq2Seq(encoder, spec or Seq2SeqSpec())
+    if saved.is_file():
+        weights = load_file(str(folder / DECODER_FILE))
+        model.decoder.load_state_dict({k[len("decoder."):]: v for k, v in weights.items() if k.startswith("decoder.")})
+        model.dense.load_state_dict({k[len("dense."):]: v for k, v in weights.items() if k.startswith("dense.")})
+    return model
+
+
+# ------------------------------------------------------------------------------------ configs
+@dataclass(kw_only=True)
+class Code2nlFinetuneConfig(LoopConfig):
+    model: str = option(help="pre-trained checkpoint whose encoder reads the code")
+    data: Path = option(help="corpus folder (CodeSearchNet layout), or a CodeNN training file with --format codenn")
+    out: Path = option(help="run folder: checkpoints, best/ (highest validation BLEU), final/")
+    format: Literal["csn", "codenn"] = option("csn", "data format")
+    valid_data: Path | None = option(None, "CodeNN validation file (--format codenn)")
+    language: list[str] = option([], "languages (csn; empty: all)")
+    decoder_layers: int = option(6, "Transformer decoder layers (the paper: 6)")
+    from_scratch: bool = option(False, "random encoder of --model's shape (no pre-training)")
+    max_source_length: int = option(256, "code tokens (the paper: 256)")
+    max_target_length: int = option(64, "doc tokens (the paper: 64)")
+    beam_size: int = option(10, "beam of generation (the paper: 10)")
+    valid_beam_size: int = option(1, "beam at validation (1: greedy; faster)")
+    max_steps: int = option(0, "optimizer steps (0: --epochs)")
+    epochs: float = option(10.0, "passes over the training set when --max-steps is 0")
+    learning_rate: float = option(5e-5, "peak learning rate of AdamW (the paper: 5e-5)")
+    batch_size: int = option(64, "pairs per micro-batch (the paper: 64)")
+    warmup_steps: int = option(0, "linear warm-up steps")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    adam_beta2: float = option(0.999, "AdamW beta2")
+    adam_epsilon: float = option(1e-8, "AdamW epsilon")
+    dropout: float = option(0.1, "dropout of encoder and decoder")
+    max_records: int = option(0, "read at most this many records per language and split (0: all)")
+    valid_examples: int = option(1000, "validation pairs scored by BLEU (0: all)")
+    best_metric: str = option("bleu", "validation metric that picks best/")
+    resume: str | None = option(None, "auto: continue from the newest checkpoint in --out; or a checkpoint folder")
+
+    def validate(self) -> list[str]:
+        problems = self.validate_loop(steps_may_be_zero=True)
+        if self.format == "csn" and not self.data.is_dir():
+            problems.append(f"--data {self.data}: no such folder")
+        if self.format == "codenn":
+            if not self.data.is_file():
+                problems.append(f"--data {self.data}: no such file")
+            if self.valid_data is None or not self.valid_data.is_file():
+                problems.append("--valid-data: a CodeNN validation file is required with --format codenn")
+        if not 8 <= self.max_source_length <= 512 or not 4 <= self.max_target_length <= 512:
+            problems.append("--max-source-length must be in [8, 512], --max-target-length in [4, 512]")
+        if self.decoder_layers < 1:
+            problems.append("--decoder-layers: must be >= 1")
+        if self.beam_size < 1 or self.valid_beam_size < 1:
+            problems.append("--beam-size and --valid-beam-size: must be >= 1")
+        return problems
+
+    def spec(self) -> Seq2SeqSpec:
+        return Seq2SeqSpec(self.decoder_layers, self.max_source_length, self.max_target_length, self.beam_size)
+
+
+def _read(cfg, split: str) -> Pairs:
+    if cfg.format == "codenn":
+        return read_codenn(cfg.data if split == "train" else cfg.valid_data, max_records=cfg.max_records)
+    return read_csn(cfg.data, split, cfg.language, cfg.max_records)
+
+
+def generate(model: Seq2Seq, tokenizer, sources: list[str], beam: int, batch_size: int = 16, progress: bool = False) -> list[str]:
+    """Docs written for each source (ordered as given), decoded to text."""
+    model.eval()
+    spec = model.spec
+    encoded = encode_texts(tokenizer, sources)
+    out: list[str] = [""] * len(sources)
+    order = np.argsort([len(e) for e in encoded], kind="stable")
+    device = next(model.parameters()).device
+    bar = tqdm(total=len(sources), desc="generate", unit="doc", dynamic_ncols=True, disable=not progress)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        ids, mask = pad_sequences([wrap(encoded[i], spec.max_source_length) for i in idx], tokenizer.pad_token_id)
+        hyps = beam_search(model, ids.to(device), mask.to(device), beam, spec.max_target_length)
+        for i, hyp in zip(idx, hyps):
+            out[i] = tokenizer.decode(hyp, skip_special_tokens=True).strip()
+        bar.update(len(idx))
+    bar.close()
+    return out
+
+
+def bleu_of(predictions: list[str], pairs: Pairs) -> float:
+    """Smoothed BLEU-4 exactly as the evaluator reads files (lower-cased, punctuation split)."""
+    references = {i: [split_punctuation(t.strip().lower()) for t in targets] for i, targets in zip(pairs.ids, pairs.targets)}
+    preds = {i: split_punctuation(p.strip().lower()) for i, p in zip(pairs.ids, predictions)}
+    return corpus_bleu(references, preds)[0]
+
+
+def finetune_main(cfg: Code2nlFinetuneConfig) -> dict[str, Any]:
+    from transformers.utils import logging as hf_logging
+
+    from codebert.tokenizer import load_tokenizer
+
+    hf_logging.disable_progress_bar()
+    dist_info, device = setup_distributed()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    tokenizer = load_tokenizer(cfg.model)
+    train, valid = _read(cfg, "train"), _read(cfg, "valid")
+    if cfg.valid_examples and len(valid.ids) > cfg.valid_examples:
+        keep = np.random.default_rng(cfg.seed).choice(len(valid.ids), cfg.valid_examples, replace=False)
+        valid = Pairs([valid.ids[i] for i in keep], [valid.sources[i] for i in keep], [valid.targets[i] for i in keep])
+    spec = cfg.spec()
+    model = load_seq2seq(cfg.model, spec, from_scratch=cfg.from_scratch, dropout=cfg.dropout)
+    model.spec = spec
+    corpus = EncodedPairs(encode_texts(tokenizer, train.sources), encode_texts(tokenizer, [t[0] for t in train.targets]))
+    pad = tokenizer.pad_token_id
+
+    def collate(c: EncodedPairs, indices, max_length: int) -> Seq2SeqBatch:
+        src = pad_sequences([wrap(c.sources[i], spec.max_source_length) for i in indices], pad)
+        tgt = pad_sequences([wrap(c.targets[i], spec.max_target_length) for i in indices], pad)
+        return Seq2SeqBatch(*src, *tgt)
+
+    def loss_fn(m, batch: Seq2SeqBatch) -> dict[str, Any]:
+        moved = Seq2SeqBatch(*(t.to(device) for t in (batch.source_ids, batch.source_mask, batch.target_ids, batch.target_mask)))
+        return {"loss": m(moved)}
+
+    def evaluate(m) -> dict[str, float]:
+        predictions = generate(m, tokenizer, valid.sources, cfg.valid_beam_size)
+        return {"bleu": bleu_of(predictions, valid)}
+
+    def save_model(m, folder: Path) -> None:
+        save_seq2seq(m, tokenizer, folder)
+
+    batches = BucketedBatches(corpus, cfg.batch_size, spec.max_source_length, cfg.seed, dist_info.rank, dist_info.world, collate_fn=collate)
+    steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * batches.batches_per_epoch() / cfg.grad_accumulation))
+    loop = dataclasses.replace(cfg, max_steps=steps)
+    trainer = Trainer(loop, model, loss_fn, batches, cfg.out, save_model, evaluate=evaluate,
+                      run_config=to_dict(loop), dist_info=dist_info, device=device)
+    figures = trainer.fit(cfg.resume)
+    figures.update(out=str(cfg.out / "best"), examples=len(corpus), steps_planned=steps)
+    return {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in figures.items()}
+
+
+def finetune_render(figures: dict[str, Any]) -> str:
+    rows = [[k, v] for k, v in figures.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return format_table(["figure", "value"], rows) + f"\nbest model saved to {figures['out']}"
+
+
+@dataclass
+class Code2nlEvaluateConfig:
+    model: Path = option(help="fine-tuned code2nl folder (best/ of `code2nl finetune`)")
+    data: Path = option(help="corpus folder (CodeSearchNet layout), or a CodeNN file with --format codenn")
+    out: Path = option(help="folder for predictions.txt, references.txt and results.json")
+    format: Literal["csn", "codenn"] = option("csn", "data format")
+    references: Path | None = option(None, "CodeNN references (id<TAB>title, several per id) for --format codenn")
+    split: str = option("test", "split to generate for (csn)")
+    language: list[str] = option([], "languages (csn; empty: all, each scored on its own)")
+    beam_size: int = option(0, "beam (0: the model's, 10 as the paper)")
+    max_records: int = option(0, "generate for at most this many records per language (0: all)")
+    batch_size: int = option(16, "sources per batch")
+    label: str = option("", "row name in tables (default: the model folder)")
+    threads: int = option(0, "CPU threads for torch (0: torch's default)")
+    progress: bool = option(True, "show a progress bar")
+
+    def validate(self) -> list[str]:
+        return [] if self.data.exists() else [f"--data {self.data}: not found"]
+
+
+def generate_main(cfg: Code2nlEvaluateConfig) -> dict[str, Any]:
+    """Predictions (and references) written to --out; no score."""
+    return evaluate_main(cfg, score=False)
+
+
+def evaluate_main(cfg: Code2nlEvaluateConfig, score: bool = True) -> dict[str, Any]:
+    from transformers.utils import logging as hf_logging
+
+    from codebert.tokenizer import load_tokenizer
+
+    hf_logging.disable_progress_bar()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if not (cfg.model / SPEC_FILE).is_file():
+        raise UserError(f"{cfg.model}: no {SPEC_FILE}; fine-tune it first with `codebert code2nl finetune`")
+    tokenizer = load_tokenizer(cfg.model)
+    model = load_seq2seq(cfg.model).eval()
+    beam = cfg.beam_size or model.spec.beam_size
+    if cfg.format == "codenn":
+        groups = {"csharp": read_codenn(cfg.data, cfg.references, cfg.max_records)}
+    else:
+        languages = cfg.language or sorted({i.split("-")[0] for i in read_csn(cfg.data, cfg.split, [], 1).ids})
+        groups = {lang: read_csn(cfg.data, cfg.split, [lang], cfg.max_records) for lang in languages}
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, Any] = {"model": str(cfg.model), "label": cfg.label or cfg.model.parent.name, "beam": beam}
+    pred_lines, ref_lines = [], []
+    for lang, pairs in groups.items():
+        predictions = generate(model, tokenizer, pairs.sources, beam, cfg.batch_size, cfg.progress)
+        if score:
+            figures[lang] = bleu_of(predictions, pairs)
+        figures[f"{lang}_examples"] = len(pairs.ids)
+        pred_lines += [f"{i}\t{p}\n" for i, p in zip(pairs.ids, predictions)]
+        ref_lines += [f"{i}\t{t}\n" for i, targets in zip(pairs.ids, pairs.targets) for t in targets]
+    figures["languages"] = list(groups)
+    if score:
+        figures["macro_bleu"] = float(np.mean([figures[lang] for lang in groups]))
+    for name, lines in (("predictions.txt", pred_lines), ("references.txt", ref_lines)):
+        with atomic_write(cfg.out / name) as f:
+            f.writelines(lines)
+    with atomic_write(cfg.out / "results.json") as f:
+        f.write(json.dumps(figures, indent=2) + "\n")
+    return figures
+
+
+def evaluate_render(figures: dict[str, Any]) -> str:
+    if "macro_bleu" not in figures:
+        total = sum(figures[f"{lang}_examples"] for lang in figures["languages"])
+        return f"{total} docs generated (beam {figures['beam']}): predictions.txt and references.txt in the output folder"
+    rows = [[lang, figures[lang], figures[f"{lang}_examples"]] for lang in figures["languages"]]
+    rows.append(["macro-average", figures["macro_bleu"], sum(figures[f"{l}_examples"] for l in figures["languages"])])
+    return format_table(["language", "smoothed BLEU-4", "examples"], rows)

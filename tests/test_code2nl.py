@@ -1,0 +1,99 @@
+"""Code-to-documentation: the Seq2Seq model learns, beam search, saving, CodeNN files, BLEU agreement."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from codebert import code2nl
+from codebert.bleu import corpus_bleu, read_predictions, read_references
+from codebert.config import load_config, read_preset
+from codebert.tokenizer import load_tokenizer
+from conftest import CORPUS
+
+
+def finetune_config(model, out, **flags):
+    flags = {"model": str(model), "data": str(CORPUS), "out": str(out), "progress": "false", "threads": "1", **flags}
+    return load_config(code2nl.Code2nlFinetuneConfig, read_preset("tiny", "code2nl"), flags)
+
+
+@pytest.fixture(scope="module")
+def c2n_run(tmp_path_factory, tiny_model_dir):
+    out = tmp_path_factory.mktemp("c2n") / "run"
+    figures = code2nl.finetune_main(finetune_config(tiny_model_dir, out, max_steps="30", eval_every="15"))
+    return out, figures
+
+
+def sequence_log_prob(model, source_ids, source_mask, tokens):
+    memory = model.encode(source_ids, source_mask)
+    target = torch.tensor([[0, *tokens, 2]])
+    logits = model.decode(memory, source_mask, target)
+    lp = torch.log_softmax(logits.float(), -1)[0, :-1]
+    return float(lp[torch.arange(len(tokens) + 1), target[0, 1:]].sum())
+
+
+def test_finetuning_saves_a_folder_that_reloads_to_the_same_model(c2n_run):
+    out, figures = c2n_run
+    best = out / "best"
+    assert {"config.json", "model.safetensors", "decoder.safetensors", "code2nl.json", "tokenizer.json"} <= {p.name for p in best.iterdir()}
+    assert "best_valid_bleu" in figures
+    model = code2nl.load_seq2seq(best).eval()
+    again = code2nl.load_seq2seq(best).eval()
+    ids = torch.tensor([[0, 10, 11, 12, 2]])
+    mask = torch.ones_like(ids)
+    target = torch.tensor([[0, 20, 21]])
+    with torch.no_grad():
+        assert torch.equal(model.decode(model.encode(ids, mask), mask, target), again.decode(again.encode(ids, mask), mask, target))
+    assert model.lm_head.weight.data_ptr() == model.encoder.embeddings.word_embeddings.weight.data_ptr()  # tied
+
+
+def test_beam_search_finds_at_least_the_greedy_score(c2n_run):
+    out, _ = c2n_run
+    model = code2nl.load_seq2seq(out / "best").eval()
+    tokenizer = load_tokenizer(out / "best")
+    ids, mask = code2nl.pad_sequences([code2nl.wrap(np.array(tokenizer("def f ( x ) : return x + 1")["input_ids"][1:-1]), 64)], 1)
+    greedy = code2nl.beam_search(model, ids, mask, beam=1, max_length=12)[0]
+    wide = code2nl.beam_search(model, ids, mask, beam=6, max_length=12)[0]
+    with torch.no_grad():
+        if len(greedy) < 11 and len(wide) < 11:  # both ended with </s>: comparable complete hypotheses
+            assert sequence_log_prob(model, ids, mask, wide) >= sequence_log_prob(model, ids, mask, greedy) - 1e-4
+        # greedy = the argmax at every step
+        prefix = [0]
+        memory = model.encode(ids, mask)
+        for _ in range(11):
+            nxt = int(model.decode(memory, mask, torch.tensor([prefix]))[0, -1].argmax())
+            if nxt == 2:
+                break
+            prefix.append(nxt)
+    assert greedy == prefix[1:]
+
+
+def test_the_model_memorises_a_few_docs(tmp_path, tiny_model_dir):
+    decoder = "run"
+    cfg = finetune_config(tiny_model_dir, tmp_path / decoder, max_records="8", batch_size="8",
+                          max_steps="80", learning_rate="0.01", log_every="10", valid_examples="4")
+    code2nl.finetune_main(cfg)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / decoder / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert losses[-1] < 0.25 * losses[0]  # measured: 6.5 -> ~0.5 in 80 steps at this rate
+
+
+def test_evaluate_writes_files_that_codebert_bleu_scores_the_same(c2n_run, tmp_path):
+    out, _ = c2n_run
+    cfg = load_config(code2nl.Code2nlEvaluateConfig, None, {"model": str(out / "best"), "data": str(CORPUS),
+                                                            "out": str(tmp_path), "max_records": "10", "progress": "false"})
+    figures = code2nl.evaluate_main(cfg)
+    score, scored = corpus_bleu(read_references(tmp_path / "references.txt"), read_predictions(tmp_path / "predictions.txt"))
+    assert scored == 10 and score == pytest.approx(figures["python"], abs=1e-9)
+
+
+def test_codenn_lines_and_three_references_per_id(tmp_path):
+    data = tmp_path / "valid.txt"
+    data.write_text("7\t100\tHow to sort a list\tlist.Sort();\t1\nbroken line\n8\t101\tRead a file\tFile.ReadAllText(p);\t0\n")
+    refs = tmp_path / "ref.txt"
+    refs.write_text("7\tHow to sort a list\n7\tsorting a list in c#\n7\tsort list\n")
+    pairs = code2nl.read_codenn(data, refs)
+    assert pairs.ids == ["7", "8"] and pairs.sources[1] == "File.ReadAllText(p);"
+    assert pairs.targets == [["How to sort a list", "sorting a list in c#", "sort list"], ["Read a file"]]
