@@ -50,6 +50,8 @@ STAGES = [
     Stage(("code2nl", "generate"), "codebert.code2nl", "Code2nlEvaluateConfig", "write docs for code with beam search", main="generate_main", render="evaluate_render"),
     Stage(("code2nl", "evaluate"), "codebert.code2nl", "Code2nlEvaluateConfig", "generate docs and score them with smoothed BLEU-4 per language", main="evaluate_main", render="evaluate_render"),
     Stage(("bleu",), "codebert.bleu", "BleuConfig", "smoothed BLEU-4 of predictions against references, as the paper's evaluator computes it"),
+    Stage(("index",), "codebert.index", "IndexConfig", "index the functions of source trees for semantic search (FAISS + SQLite, incremental)"),
+    Stage(("query",), "codebert.index", "QueryConfig", "search an index in plain English", main="query_main", render="query_render"),
     Stage(("plot",), "codebert.plot", "PlotConfig", "draw the learning curves of pre-training runs to a PNG"),
     Stage(("quickstart",), "codebert.quickstart", "QuickstartConfig", "run the whole pipeline offline on the Python standard library", "quickstart"),
 ]
@@ -72,11 +74,12 @@ def _add_field_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
             parser.add_argument(f.name, nargs="+" if is_list else None, help=help_text, metavar=metavar or f.name.upper())
             continue
         flag = "--" + f.name.replace("_", "-")
+        flags = (f"-{f.name}", flag) if len(f.name) == 1 else (flag,)  # -k as well as --k
         if tp is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         else:
             parser.add_argument(
-                flag, dest=f.name, nargs="+" if is_list else None, default=argparse.SUPPRESS, help=help_text,
+                *flags, dest=f.name, nargs="+" if is_list else None, default=argparse.SUPPRESS, help=help_text,
                 metavar=metavar or f.name.split("_")[-1].upper(),
             )
 

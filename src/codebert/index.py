@@ -1,0 +1,326 @@
+"""`codebert index` and `codebert query`: semantic search over your own source trees.
+
+An index folder holds, for generation g (bumped by every update):
+  meta-g.sqlite   files (path, root, language, content hash) and functions (name, language,
+                  line span, text) in SQLite
+  vectors-g.npy   one unit vector per function (rows aligned with ids-g.npy, the function ids)
+  faiss-g.index   FAISS over those vectors: exact inner product (IndexFlatIP) up to
+                  --exact-limit vectors, HNSW (M = 32) above it
+  manifest.json   the current generation, the model and the counts; written last, so a run
+                  killed at any moment leaves the previous index intact
+Re-running `codebert index` on the same roots re-encodes only files whose content changed and
+drops the functions of deleted files. Every function and method is indexed, documented or not;
+its text is the doc comment (unless --no-include-docs) and its code tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+import sqlite3
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codebert.config import option
+from codebert.corpus.extract import SourceFile, read_source, walk
+from codebert.corpus.jsonl import atomic_write
+from codebert.corpus.languages import SPECS
+from codebert.errors import UserError
+from codebert.report import format_table
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, root TEXT NOT NULL, language TEXT NOT NULL, sha256 TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS functions (
+    id INTEGER PRIMARY KEY, file_id INTEGER NOT NULL REFERENCES files(id), name TEXT NOT NULL, language TEXT NOT NULL,
+    start_line INTEGER NOT NULL, end_line INTEGER NOT NULL, text TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS functions_file ON functions(file_id);
+"""
+
+
+@dataclass
+class IndexConfig:
+    paths: list[Path] = option(help="source trees (folders or files) to index", positional=True, metavar="PATH")
+    model: str = option(help="encoder folder: our bi-encoder (best/ of `search finetune --mode bi`), a pre-trained checkpoint, or a sentence-transformers folder")
+    out: Path = option(help="index folder (created, or updated in place)")
+    languages: list[str] = option([], "languages to index (empty: all supported)")
+    include_docs: bool = option(True, "encode each function's doc comment with its code")
+    exact_limit: int = option(250_000, "exact FAISS search up to this many functions, HNSW above")
+    max_length: int = option(0, "tokens per encoder window (0: the model's setting)")
+    batch_size: int = option(64, "inputs per forward pass")
+    threads: int = option(0, "CPU threads for torch (0: torch's default)")
+    progress: bool = option(True, "show a progress bar")
+
+    def validate(self) -> list[str]:
+        problems = [f"{p}: no such file or folder" for p in self.paths if not p.exists()]
+        unknown = [lang for lang in self.languages if lang not in SPECS]
+        if unknown:
+            problems.append(f"--languages: unknown {', '.join(unknown)} (known: {', '.join(sorted(SPECS))})")
+        if self.exact_limit < 1 or self.batch_size < 1:
+            problems.append("--exact-limit and --batch-size: must be >= 1")
+        return problems
+
+
+# ------------------------------------------------------------------------------------- storage
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    path = folder / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise UserError(f"{path}: damaged index manifest; remove the folder and index again") from None
+
+
+def build_faiss(vectors: np.ndarray, ids: np.ndarray, exact_limit: int):
+    import faiss
+
+    dim = vectors.shape[1] if vectors.ndim == 2 and vectors.shape[0] else 1
+    if len(ids) > exact_limit:
+        inner = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efSearch = 128
+    else:
+        inner = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIDMap2(inner)
+    if len(ids):
+        index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+    return index
+
+
+class IndexStore:
+    """A read-only view of one generation of an index folder."""
+
+    def __init__(self, folder: Path):
+        import faiss
+
+        manifest = read_manifest(folder)
+        if manifest is None:
+            raise UserError(f"{folder}: not an index (no {MANIFEST}); build one with `codebert index`")
+        self.folder, self.manifest = folder, manifest
+        g = manifest["generation"]
+        self.db = sqlite3.connect(f"file:{folder / f'meta-{g}.sqlite'}?mode=ro", uri=True, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.faiss = faiss.read_index(str(folder / f"faiss-{g}.index"))
+
+    def search(self, vector: np.ndarray, k: int, language: str | None = None) -> list[dict[str, Any]]:
+        """Top-k functions by cosine similarity, optionally of one language only."""
+        total = self.faiss.ntotal
+        if total == 0:
+            return []
+        want = k if language is None else min(total, max(4 * k, 64))
+        while True:
+            scores, ids = self.faiss.search(vector.reshape(1, -1).astype(np.float32), min(want, total))
+            hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+            rows = self.functions([i for i, _ in hits])
+            results = [{**rows[i], "score": s} for i, s in hits if i in rows and (language is None or rows[i]["language"] == language)]
+            if len(results) >= k or want >= total:
+                return results[:k]
+            want = min(total, want * 4)  # a rare language: look further down the ranking
+
+    def functions(self, ids: list[int]) -> dict[int, dict[str, Any]]:
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self.db.execute(
+            f"SELECT f.id, f.name, f.language, f.start_line, f.end_line, f.text, files.path, files.root "
+            f"FROM functions f JOIN files ON files.id = f.file_id WHERE f.id IN ({marks})", ids).fetchall()
+        return {row["id"]: dict(row) for row in rows}
+
+    def stats(self) -> dict[str, Any]:
+        per_language = dict(self.db.execute("SELECT language, COUNT(*) FROM functions GROUP BY language").fetchall())
+        files = self.db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+        return {**{k: self.manifest[k] for k in ("model", "generation", "functions", "search")}, "files": files,
+                "per_language": per_language, "roots": self.manifest.get("roots", [])}
+
+
+# --------------------------------------------------------------------------------------- index
+def function_text(fn, include_docs: bool) -> str:
+    code = " ".join(fn.code_tokens)
+    return f"{fn.docstring} {code}".strip() if include_docs and fn.docstring else code
+
+
+def main(cfg: IndexConfig) -> dict[str, Any]:
+    from codebert.corpus.functions import parse_functions
+    from codebert.encoder import TextEncoder
+
+    started = time.perf_counter()
+    out = cfg.out
+    manifest = read_manifest(out) if out.exists() else None
+    model_id = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
+    if manifest is not None and manifest["model"] != model_id:
+        raise UserError(f"{out} was built with {manifest['model']}; index into a new folder to use another model")
+    if manifest is not None and manifest.get("include_docs", True) != cfg.include_docs:
+        raise UserError(f"{out} was built with include_docs={manifest.get('include_docs')}; index into a new folder to change it")
+    out.mkdir(parents=True, exist_ok=True)
+    old_g = manifest["generation"] if manifest else 0
+    g = old_g + 1
+    db_path = out / f"meta-{g}.sqlite"
+    db_path.unlink(missing_ok=True)
+    if manifest:
+        shutil.copyfile(out / f"meta-{old_g}.sqlite", db_path)
+    db = sqlite3.connect(db_path)
+    db.executescript(SCHEMA)
+
+    reasons: Counter = Counter()
+    languages = tuple(cfg.languages) if cfg.languages else tuple(sorted(SPECS))
+    roots = [str(p.resolve()) for p in cfg.paths]
+    seen: dict[str, tuple[SourceFile, str, str]] = {}  # path -> (file, text, sha256)
+    for path in cfg.paths:
+        for src in walk([path], languages, "top", reasons):
+            text, why = read_source(src.path)
+            if text is None:
+                reasons[(src.language, f"file:{why}")] += 1
+                continue
+            seen[src.path] = (src, text, hashlib.sha256(text.encode("utf-8")).hexdigest())
+    known = {row[0]: (row[1], row[2]) for row in db.execute("SELECT path, id, sha256 FROM files")}
+    under_roots = lambda p: any(p == r or p.startswith(r.rstrip("/") + "/") for r in roots)  # noqa: E731
+    deleted = [fid for path, (fid, _) in known.items() if under_roots(path) and path not in seen]
+    changed = [path for path, (_, _, sha) in seen.items() if path not in known or known[path][1] != sha]
+    stale = deleted + [known[p][0] for p in changed if p in known]
+    removed_functions = [r[0] for r in db.execute(f"SELECT id FROM functions WHERE file_id IN ({','.join('?' * len(stale))})", stale)] if stale else []
+    if stale:
+        db.execute(f"DELETE FROM functions WHERE file_id IN ({','.join('?' * len(stale))})", stale)
+        db.execute(f"DELETE FROM files WHERE id IN ({','.join('?' * len(stale))})", stale)
+
+    new_rows, texts = [], []
+    for path in changed:
+        src, text, sha = seen[path]
+        root = next(r for r in roots if path == r or path.startswith(r.rstrip("/") + "/") or r == path)
+        cursor = db.execute("INSERT INTO files(path, root, language, sha256) VALUES (?, ?, ?, ?)", (path, root, src.language, sha))
+        functions, _ = parse_functions(text.encode("utf-8"), src.language)
+        for fn in functions:
+            if not fn.code_tokens:
+                continue
+            row = db.execute("INSERT INTO functions(file_id, name, language, start_line, end_line, text) VALUES (?, ?, ?, ?, ?, ?)",
+                             (cursor.lastrowid, fn.name, src.language, fn.start_line, fn.end_line, fn.code))
+            new_rows.append(row.lastrowid)
+            texts.append(function_text(fn, cfg.include_docs))
+
+    encode_seconds = 0.0
+    dim = manifest["dimension"] if manifest else None
+    new_vectors = np.zeros((0, dim or 1), dtype=np.float32)
+    if texts:
+        encoder = TextEncoder(cfg.model, cfg.max_length, cfg.threads)
+        dim = encoder.dimension
+        t0 = time.perf_counter()
+        new_vectors = encoder.encode_code(texts, cfg.batch_size, cfg.progress)
+        encode_seconds = time.perf_counter() - t0
+    if dim is None:
+        from codebert.encoder import TextEncoder
+
+        dim = TextEncoder(cfg.model).dimension
+    if manifest:
+        old_vectors = np.load(out / f"vectors-{old_g}.npy")
+        old_ids = np.load(out / f"ids-{old_g}.npy")
+        keep = ~np.isin(old_ids, np.array(removed_functions, dtype=np.int64))
+        vectors = np.concatenate([old_vectors[keep], new_vectors.reshape(-1, dim)])
+        ids = np.concatenate([old_ids[keep], np.array(new_rows, dtype=np.int64)])
+    else:
+        vectors, ids = new_vectors.reshape(-1, dim), np.array(new_rows, dtype=np.int64)
+    db.commit()
+    db.close()
+
+    import faiss
+
+    index = build_faiss(vectors, ids, cfg.exact_limit)
+    np.save(out / f"vectors-{g}.npy", vectors)
+    np.save(out / f"ids-{g}.npy", ids)
+    faiss.write_index(index, str(out / f"faiss-{g}.index"))
+    all_roots = sorted(set((manifest or {}).get("roots", [])) | set(roots))
+    new_manifest = {"generation": g, "model": model_id, "dimension": int(dim), "functions": int(len(ids)),
+                    "search": "hnsw" if len(ids) > cfg.exact_limit else "exact", "include_docs": cfg.include_docs,
+                    "roots": all_roots, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    with atomic_write(out / MANIFEST) as f:  # the switch to the new generation
+        f.write(json.dumps(new_manifest, indent=2) + "\n")
+    for stale_file in out.glob("*-*.*"):
+        if re.fullmatch(r"(meta|vectors|ids|faiss)-\d+\.(sqlite|npy|index)", stale_file.name) and not stale_file.name.startswith(
+                (f"meta-{g}.", f"vectors-{g}.", f"ids-{g}.", f"faiss-{g}.")):
+            stale_file.unlink()
+    skipped = sum(v for k, v in reasons.items() if k[1].startswith("file:"))
+    return {"out": str(out), "functions": int(len(ids)), "files_seen": len(seen), "files_encoded": len(changed),
+            "files_deleted": len(deleted), "functions_encoded": len(texts), "files_skipped": skipped,
+            "encode_seconds": encode_seconds, "functions_per_s": len(texts) / encode_seconds if encode_seconds else 0.0,
+            "seconds": time.perf_counter() - started, "search": new_manifest["search"]}
+
+
+def render(figures: dict[str, Any]) -> str:
+    rows = [[k, v] for k, v in figures.items() if k != "out"]
+    return format_table(["figure", "value"], rows) + f"\nindex in {figures['out']}"
+
+
+# --------------------------------------------------------------------------------------- query
+@dataclass
+class QueryConfig:
+    index: Path = option(help="index folder from `codebert index`", positional=True)
+    text: str = option(help="what the code should do, in plain English", positional=True)
+    k: int = option(10, "results to show")
+    language: str | None = option(None, "only results in this language")
+    snippet_lines: int = option(6, "lines of each function to show")
+    threads: int = option(0, "CPU threads for torch (0: torch's default)")
+
+    def validate(self) -> list[str]:
+        problems = []
+        if not 1 <= self.k <= 1000:
+            problems.append("-k/--k: must be in [1, 1000]")
+        if not self.text.strip():
+            problems.append("the query is empty")
+        if len(self.text) > 2000:
+            problems.append("the query is longer than 2,000 characters")
+        return problems
+
+
+_WORD = re.compile(r"[A-Za-z0-9]{3,}")
+
+
+def highlight_terms(query: str) -> list[str]:
+    """Query words of 3+ characters, lower-cased, used to highlight snippets."""
+    return sorted({w.lower() for w in _WORD.findall(query)}, key=len, reverse=True)
+
+
+def snippet(text: str, terms: list[str], lines: int, mark: tuple[str, str]) -> str:
+    shown = "\n".join(text.splitlines()[:lines])
+    if not terms:
+        return shown
+    pattern = re.compile("|".join(re.escape(t) for t in terms), re.IGNORECASE)
+    return pattern.sub(lambda m: f"{mark[0]}{m.group(0)}{mark[1]}", shown)
+
+
+def query_main(cfg: QueryConfig) -> dict[str, Any]:
+    from codebert.encoder import TextEncoder
+
+    store = IndexStore(cfg.index)
+    started = time.perf_counter()
+    encoder = TextEncoder(store.manifest["model"], threads=cfg.threads)
+    load_seconds = time.perf_counter() - started
+    t0 = time.perf_counter()
+    vector = encoder.encode_queries([cfg.text])[0]
+    results = store.search(vector, cfg.k, cfg.language)
+    latency = time.perf_counter() - t0
+    terms = highlight_terms(cfg.text)
+    for r in results:
+        r["terms"] = terms
+        r["snippet_lines"] = cfg.snippet_lines
+    return {"query": cfg.text, "results": results, "latency_ms": 1000 * latency, "load_seconds": load_seconds,
+            "functions": store.manifest["functions"]}
+
+
+def query_render(figures: dict[str, Any]) -> str:
+    bold = ("\033[1m", "\033[0m") if sys.stdout.isatty() else ("", "")
+    lines = [f"{len(figures['results'])} results for {figures['query']!r} among {figures['functions']} functions "
+             f"({figures['latency_ms']:.1f} ms)"]
+    for n, r in enumerate(figures["results"], 1):
+        lines.append(f"\n{n}. {r['path']}:{r['start_line']}  {r['name']}  [{r['language']}]  score {r['score']:.3f}")
+        lines.extend("   " + line for line in snippet(r["text"], r["terms"], r["snippet_lines"], bold).splitlines())
+    return "\n".join(lines)
