@@ -35,12 +35,16 @@ def write_tree(root: Path) -> None:
 def test_quickstart_makes_every_artefact(tmp_path, capsys):
     write_tree(tmp_path / "src")
     code = main(["quickstart", "--source", str(tmp_path / "src"), "--out", str(tmp_path / "qs"), "--vocab-size", "400",
-                 "--pretrain-steps", "6", "--no-progress", "--json"])
+                 "--pretrain-steps", "6", "--search-steps", "6", "--no-progress", "--json"])
     assert code == 0
     out = capsys.readouterr().out
-    for step in ("[1/4] corpus", "[2/4] tokenizer", "[3/4] generators", "[4/4] pre-training", "quickstart finished"):
+    for step in ("[1/7] corpus", "[2/7] tokenizer", "[3/7] generators", "[4/7] pre-training", "[5/7] code search",
+                 "[6/7] index", "[7/7] example queries", "quickstart finished", "codebert serve"):
         assert step in out
+    assert out.count("results for") == 3  # the three example queries, each with its results
     final = tmp_path / "qs" / "pretrain" / "final"
     AutoModelForMaskedLM.from_pretrained(final)
     AutoTokenizer.from_pretrained(final)
     assert (tmp_path / "qs" / "generators" / "nl.npz").is_file()
+    assert (tmp_path / "qs" / "search" / "best" / "search_model.json").is_file()
+    assert (tmp_path / "qs" / "index" / "manifest.json").is_file()

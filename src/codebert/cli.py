@@ -52,6 +52,7 @@ STAGES = [
     Stage(("bleu",), "codebert.bleu", "BleuConfig", "smoothed BLEU-4 of predictions against references, as the paper's evaluator computes it"),
     Stage(("index",), "codebert.index", "IndexConfig", "index the functions of source trees for semantic search (FAISS + SQLite, incremental)"),
     Stage(("query",), "codebert.index", "QueryConfig", "search an index in plain English", main="query_main", render="query_render"),
+    Stage(("serve",), "codebert.serve", "ServeConfig", "serve an index: HTTP API (OpenAPI) and a search page, on loopback by default", render=None),
     Stage(("plot",), "codebert.plot", "PlotConfig", "draw the learning curves of pre-training runs to a PNG"),
     Stage(("quickstart",), "codebert.quickstart", "QuickstartConfig", "run the whole pipeline offline on the Python standard library", "quickstart"),
 ]

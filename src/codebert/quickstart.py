@@ -2,7 +2,8 @@
 
 No argument, no network. Stage by stage: extract a corpus from the standard library, train a
 tokenizer, fit the NL and code n-gram generators, pre-train a tiny MLM+RTD model for a bounded few
-minutes, and say what was made and where. Later stages (search, index) extend it.
+minutes, fine-tune it as a bi-encoder for code search, index the same source tree with it and answer
+a few example queries, then say what was made and where.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ class QuickstartConfig:
     vocab_size: int = option(8_000, "tokenizer vocabulary size")
     pretrain_steps: int = option(400, "pre-training steps of the tiny MLM+RTD model")
     pretrain_minutes: float = option(4.0, "stop pre-training after this many minutes, whatever the step")
+    search_steps: int = option(300, "fine-tuning steps of the bi-encoder")
+    search_minutes: float = option(2.0, "stop the bi-encoder's fine-tuning after this many minutes")
+    queries: list[str] = option(["parse a date string", "read a configuration file", "compute the greatest common divisor"],
+                                "example queries answered from the index at the end")
     workers: int = option(0, "extraction processes; 0 = one per core")
     progress: bool = option(True, "show progress bars")
 
@@ -41,7 +46,7 @@ def stdlib_path() -> Path:
 def main(cfg: QuickstartConfig) -> dict[str, Any]:
     start = time.perf_counter()
     source = cfg.source or stdlib_path()
-    print(f"[1/4] corpus: extracting functions and docstrings from {source}", flush=True)
+    print(f"[1/7] corpus: extracting functions and docstrings from {source}", flush=True)
     corpus_cfg = build.ExtractConfig(
         paths=[source], out=cfg.out / "corpus", languages=["python"], workers=cfg.workers, progress=cfg.progress
     )
@@ -51,17 +56,17 @@ def main(cfg: QuickstartConfig) -> dict[str, Any]:
     corpus = build.main(corpus_cfg)
     print(build.render(corpus), flush=True)
 
-    print(f"\n[2/4] tokenizer: byte-level BPE with {cfg.vocab_size:,} tokens", flush=True)
+    print(f"\n[2/7] tokenizer: byte-level BPE with {cfg.vocab_size:,} tokens", flush=True)
     tok_cfg = tokenizer_stage.TrainTokenizerConfig(data=cfg.out / "corpus", out=cfg.out / "tokenizer", vocab_size=cfg.vocab_size)
     tok = tokenizer_stage.main(tok_cfg)
     print(tokenizer_stage.render(tok), flush=True)
 
-    print("\n[3/4] generators: bidirectional n-gram models of the docs and of the undocumented code", flush=True)
+    print("\n[3/7] generators: bidirectional n-gram models of the docs and of the undocumented code", flush=True)
     gen_cfg = generators_stage.FitGeneratorsConfig(data=cfg.out / "corpus", tokenizer=cfg.out / "tokenizer", out=cfg.out / "generators")
     gen = generators_stage.fit_main(gen_cfg)
     print(generators_stage.fit_render(gen), flush=True)
 
-    print(f"\n[4/4] pre-training: a tiny MLM+RTD model, {cfg.pretrain_steps} steps or {cfg.pretrain_minutes:g} minutes", flush=True)
+    print(f"\n[4/7] pre-training: a tiny MLM+RTD model, {cfg.pretrain_steps} steps or {cfg.pretrain_minutes:g} minutes", flush=True)
     from codebert import pretrain  # imports torch: only now that it is needed
 
     flags = {
@@ -71,6 +76,27 @@ def main(cfg: QuickstartConfig) -> dict[str, Any]:
     }
     pre = pretrain.main(load_config(pretrain.PretrainConfig, read_preset("quickstart", "pretrain"), flags))
     print(pretrain.render(pre), flush=True)
+
+    print(f"\n[5/7] code search: the model fine-tuned as a bi-encoder, {cfg.search_steps} steps or {cfg.search_minutes:g} minutes", flush=True)
+    from codebert.search import finetune as search_finetune
+
+    flags = {"model": pre["out"], "data": str(cfg.out / "corpus"), "out": str(cfg.out / "search"), "mode": "bi",
+             "max_steps": cfg.search_steps, "max_minutes": cfg.search_minutes, "progress": cfg.progress, "resume": "auto"}
+    bi = search_finetune.main(load_config(search_finetune.SearchFinetuneConfig, read_preset("quickstart", "search"), flags))
+    print(search_finetune.render(bi), flush=True)
+
+    print(f"\n[6/7] index: every function of {source}", flush=True)
+    from codebert import index as index_stage
+
+    idx = index_stage.main(index_stage.IndexConfig(paths=[source], model=bi["out"], out=cfg.out / "index", progress=cfg.progress))
+    print(index_stage.render(idx), flush=True)
+
+    print("\n[7/7] example queries", flush=True)
+    answers = []
+    for text in cfg.queries:
+        found = index_stage.query_main(index_stage.QueryConfig(index=cfg.out / "index", text=text, k=3, snippet_lines=2))
+        print(index_stage.query_render(found) + "\n", flush=True)
+        answers.append({"query": text, "top": [f"{r['path']}:{r['start_line']} {r['name']}" for r in found["results"]]})
     return {
         "out": str(cfg.out),
         "corpus": corpus["out"],
@@ -80,6 +106,11 @@ def main(cfg: QuickstartConfig) -> dict[str, Any]:
         "model": pre["out"],
         "valid_mlm_acc": pre.get("valid_mlm_acc"),
         "valid_rtd_acc": pre.get("valid_rtd_acc"),
+        "search_model": bi["out"],
+        "search_valid_mrr": bi.get("best_valid_mrr"),
+        "index": idx["out"],
+        "indexed_functions": idx["functions"],
+        "queries": answers,
         "seconds": round(time.perf_counter() - start, 1),
     }
 
@@ -95,5 +126,10 @@ def render(figures: dict[str, Any]) -> str:
             f"  model      {figures['model']}   (opens with transformers.AutoModelForMaskedLM.from_pretrained;"
             f" valid MLM accuracy {figures['valid_mlm_acc']:.3f}, RTD accuracy {figures['valid_rtd_acc']:.3f})",
             f"  curves     codebert plot {Path(figures['model']).parent}",
+            f"  search     {figures['search_model']}   (bi-encoder; valid MRR {figures['search_valid_mrr']:.3f})",
+            f"  index      {figures['index']}   ({figures['indexed_functions']:,} functions)",
+            "",
+            f"Search it:  codebert query {figures['index']} \"how to parse a memory string\"",
+            f"Serve it:   codebert serve {figures['index']}   then open http://127.0.0.1:8000/",
         ]
     )
