@@ -79,12 +79,13 @@ class TextEncoder:
                 bar.update(len(idx))
         return out
 
-    def encode_code(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        """Unit vectors of code texts; long ones pooled over overlapping windows."""
+    def encode_code(self, texts: list[str], batch_size: int = 64, progress: bool = False, split_long: bool = True) -> np.ndarray:
+        """Unit vectors of code texts; long ones pooled over overlapping windows (`split_long`),
+        or cut to the first window (what sentence-transformers does)."""
         ids = encode_texts(self.tokenizer, texts)
         pieces, owner = [], []
         for i, seq in enumerate(ids):
-            for window in windows(seq, self.max_length - 2):
+            for window in windows(seq, self.max_length - 2) if split_long else [seq[: self.max_length - 2]]:
                 pieces.append(window)
                 owner.append(i)
         bar = tqdm(total=len(pieces), desc="encode", unit="input", dynamic_ncols=True, disable=not progress)
