@@ -218,11 +218,11 @@ class MaskScorer:
     def _segment(self, tokens: list[str], span: int) -> tuple[list[int], int | None]:
         """Token ids of a side, with its <mask> (if any) widened to `span` mask ids."""
         if MASK not in tokens:
-            return self.tokenizer(" ".join(tokens), add_special_tokens=False)["input_ids"], None
+            return self.tokenizer(" ".join(tokens), add_special_tokens=False, verbose=False)["input_ids"], None
         at = tokens.index(MASK)
-        before = self.tokenizer(" ".join(tokens[:at]), add_special_tokens=False)["input_ids"] if at else []
+        before = self.tokenizer(" ".join(tokens[:at]), add_special_tokens=False, verbose=False)["input_ids"] if at else []
         # The text after the mask starts after a space, as in the joined text.
-        after = self.tokenizer(" " + " ".join(tokens[at + 1 :]), add_special_tokens=False)["input_ids"] if at + 1 < len(tokens) else []
+        after = self.tokenizer(" " + " ".join(tokens[at + 1 :]), add_special_tokens=False, verbose=False)["input_ids"] if at + 1 < len(tokens) else []
         return before + [self.mask_id] * span + after, len(before)
 
     def encode(self, item: dict[str, Any], span: int) -> tuple[list[int], int]:
