@@ -146,6 +146,14 @@ class IndexStore:
 
 
 # --------------------------------------------------------------------------------------- index
+def _root_of(path: str, roots: list[str]) -> str | None:
+    """The indexed root (a folder or a single file) that `path` lies in, if any."""
+    for root in roots:
+        if path == root or path.startswith(root.rstrip("/") + "/"):
+            return root
+    return None
+
+
 def function_text(fn, include_docs: bool) -> str:
     code = " ".join(fn.code_tokens)
     return f"{fn.docstring} {code}".strip() if include_docs and fn.docstring else code
@@ -185,8 +193,7 @@ def main(cfg: IndexConfig) -> dict[str, Any]:
                 continue
             seen[src.path] = (src, text, hashlib.sha256(text.encode("utf-8")).hexdigest())
     known = {row[0]: (row[1], row[2]) for row in db.execute("SELECT path, id, sha256 FROM files")}
-    under_roots = lambda p: any(p == r or p.startswith(r.rstrip("/") + "/") for r in roots)  # noqa: E731
-    deleted = [fid for path, (fid, _) in known.items() if under_roots(path) and path not in seen]
+    deleted = [fid for path, (fid, _) in known.items() if _root_of(path, roots) and path not in seen]
     changed = [path for path, (_, _, sha) in seen.items() if path not in known or known[path][1] != sha]
     stale = deleted + [known[p][0] for p in changed if p in known]
     removed_functions = [r[0] for r in db.execute(f"SELECT id FROM functions WHERE file_id IN ({','.join('?' * len(stale))})", stale)] if stale else []
@@ -197,7 +204,7 @@ def main(cfg: IndexConfig) -> dict[str, Any]:
     new_rows, texts = [], []
     for path in changed:
         src, text, sha = seen[path]
-        root = next(r for r in roots if path == r or path.startswith(r.rstrip("/") + "/") or r == path)
+        root = _root_of(path, roots)
         cursor = db.execute("INSERT INTO files(path, root, language, sha256) VALUES (?, ?, ?, ?)", (path, root, src.language, sha))
         functions, _ = parse_functions(text.encode("utf-8"), src.language)
         for fn in functions:
