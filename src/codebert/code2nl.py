@@ -235,26 +235,23 @@ def save_seq2seq(model: Seq2Seq, tokenizer, folder: Path) -> None:
 def load_seq2seq(folder: str | Path, spec: Seq2SeqSpec | None = None, from_scratch: bool = False, dropout: float | None = None) -> Seq2Seq:
     """A fine-tuned model (folder with code2nl.json), or a new one on a pre-trained encoder."""
     from transformers import AutoConfig, RobertaModel
-    from transformers.utils import logging as hf_logging
+
+    from codebert.modeling import check_model_folder, quiet_transformers
 
     folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise UserError(f"{folder}: not a model folder (no config.json)")
+    check_model_folder(folder)
     overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
     saved = folder / SPEC_FILE
     if saved.is_file():
         spec = Seq2SeqSpec(**json.loads(saved.read_text()))
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the pre-training heads are skipped on purpose
     try:
-        if from_scratch:
-            encoder = RobertaModel(AutoConfig.from_pretrained(str(folder), **overrides), add_pooling_layer=False)
-        else:
-            encoder = RobertaModel.from_pretrained(str(folder), use_safetensors=True, add_pooling_layer=False, **overrides)
+        with quiet_transformers():  # the pre-training heads are skipped on purpose
+            if from_scratch:
+                encoder = RobertaModel(AutoConfig.from_pretrained(str(folder), **overrides), add_pooling_layer=False)
+            else:
+                encoder = RobertaModel.from_pretrained(str(folder), use_safetensors=True, add_pooling_layer=False, **overrides)
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load an encoder from {folder}: {str(exc).splitlines()[0]}") from None
-    finally:
-        hf_logging.set_verbosity(level)
     model = Seq2Seq(encoder, spec or Seq2SeqSpec())
     if saved.is_file():
         weights = load_file(str(folder / DECODER_FILE))

@@ -12,6 +12,7 @@ then reported as newly initialised).
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,11 +121,11 @@ def new_model(cfg: ModelConfig, vocab_size: int) -> CodeBertForPreTraining:
     return CodeBertForPreTraining(cfg.to_roberta(vocab_size))
 
 
-def load_model(path: str | Path, **overrides) -> CodeBertForPreTraining:
-    """Load ours, roberta-base or codebert-base (a local folder, or a hub id when online).
+def check_model_folder(path: str | Path) -> None:
+    """A local model folder must have config.json and safetensors weights (a hub id is not checked).
 
-    Weights are read from safetensors only: a folder with nothing but a pickled
-    `pytorch_model.bin` is refused with a hint on how to convert it.
+    A folder with nothing but a pickled `pytorch_model.bin` is refused with a hint on how to
+    convert it: unpickling can run code.
     """
     text = str(path)
     folder = Path(text)
@@ -136,6 +137,28 @@ def load_model(path: str | Path, **overrides) -> CodeBertForPreTraining:
                 f"{text}: no .safetensors weights (a pickled pytorch_model.bin is not loaded, as it can run code); "
                 "convert it once with transformers: AutoModel.from_pretrained(DIR).save_pretrained(DIR)"
             )
+
+
+@contextmanager
+def quiet_transformers():
+    """transformers prints a load report of every head it skips on purpose; we log our own line."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def load_model(path: str | Path, **overrides) -> CodeBertForPreTraining:
+    """Load ours, roberta-base or codebert-base (a local folder, or a hub id when online).
+
+    Weights are read from safetensors only (`check_model_folder`).
+    """
+    text = str(path)
+    check_model_folder(text)
     try:
         model, info = CodeBertForPreTraining.from_pretrained(text, use_safetensors=True, output_loading_info=True, **overrides)
     except (OSError, ValueError) as exc:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -29,6 +28,7 @@ from transformers import AutoConfig, RobertaForSequenceClassification, RobertaMo
 
 from codebert.corpus.jsonl import atomic_write
 from codebert.errors import UserError
+from codebert.modeling import check_model_folder, quiet_transformers
 from codebert.tokenizer import build_pair
 
 log = logging.getLogger(__name__)
@@ -57,34 +57,12 @@ class SearchSpec:
         return SearchSpec(**json.loads(path.read_text(encoding="utf-8")))
 
 
-@contextmanager
-def _quiet_transformers():
-    """transformers prints a load report of every skipped pre-training head; we log our own line."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-
-
-def _check_folder(path: str | Path) -> None:
-    folder = Path(path)
-    if folder.exists():
-        if not (folder / "config.json").is_file():
-            raise UserError(f"{path}: not a model folder (no config.json)")
-        if not any(folder.glob("*.safetensors")):
-            raise UserError(f"{path}: no .safetensors weights (pickled weights are not loaded, as they can run code)")
-
-
 # ------------------------------------------------------------------------------------- cross
 def load_cross_encoder(path: str | Path, from_scratch: bool = False, dropout: float | None = None) -> RobertaForSequenceClassification:
     """A pair classifier from a pre-trained checkpoint (its classifier newly initialised),
     from a fine-tuned cross-encoder, or with `from_scratch` a random one of the same shape
     ("no pre-training" in the paper's tables)."""
-    _check_folder(path)
+    check_model_folder(path)
     overrides = {"num_labels": 2}
     if dropout is not None:
         overrides.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
@@ -93,7 +71,7 @@ def load_cross_encoder(path: str | Path, from_scratch: bool = False, dropout: fl
             config = AutoConfig.from_pretrained(str(path), **overrides)
             config.architectures = ["RobertaForSequenceClassification"]
             return RobertaForSequenceClassification(config)
-        with _quiet_transformers():
+        with quiet_transformers():
             model, info = RobertaForSequenceClassification.from_pretrained(
                 str(path), use_safetensors=True, output_loading_info=True, **overrides
             )
@@ -141,14 +119,14 @@ class BiEncoder(nn.Module):
 
 def load_bi_encoder(path: str | Path, pooling: Pooling = "mean", from_scratch: bool = False, dropout: float | None = None) -> BiEncoder:
     """A bi-encoder from any RoBERTa-shaped folder (ours pre-trained or fine-tuned, roberta-base, ...)."""
-    _check_folder(path)
+    check_model_folder(path)
     overrides = {}
     if dropout is not None:
         overrides.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     try:
         if from_scratch:
             return BiEncoder(RobertaModel(AutoConfig.from_pretrained(str(path), **overrides), add_pooling_layer=False), pooling)
-        with _quiet_transformers():
+        with quiet_transformers():
             encoder = RobertaModel.from_pretrained(str(path), use_safetensors=True, add_pooling_layer=False, **overrides)
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load a model from {str(path)!r}: {str(exc).splitlines()[0]}") from None
