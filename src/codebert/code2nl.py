@@ -35,8 +35,8 @@ from codebert.config import option, to_dict
 from codebert.corpus.jsonl import ReadReport, atomic_write, iter_corpus
 from codebert.errors import UserError
 from codebert.pretrain_data import BucketedBatches, encode_texts
-from codebert.report import format_table
-from codebert.train_loop import LoopConfig, Trainer, seed_everything, setup_distributed
+from codebert.report import format_table, numeric_table
+from codebert.train_loop import LoopConfig, Trainer, seed_everything, setup_distributed, steps_for_epochs
 
 log = logging.getLogger(__name__)
 
@@ -381,18 +381,17 @@ def finetune_main(cfg: Code2nlFinetuneConfig) -> dict[str, Any]:
         save_seq2seq(m, tokenizer, folder)
 
     batches = BucketedBatches(corpus, cfg.batch_size, spec.max_source_length, cfg.seed, dist_info.rank, dist_info.world, collate_fn=collate)
-    steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * batches.batches_per_epoch() / cfg.grad_accumulation))
+    steps = cfg.max_steps or steps_for_epochs(cfg.epochs, batches.batches_per_epoch(), cfg.grad_accumulation)
     loop = dataclasses.replace(cfg, max_steps=steps)
     trainer = Trainer(loop, model, loss_fn, batches, cfg.out, save_model, evaluate=evaluate,
                       run_config=to_dict(loop), dist_info=dist_info, device=device)
     figures = trainer.fit(cfg.resume)
     figures.update(out=str(cfg.out / "best"), examples=len(corpus), steps_planned=steps)
-    return {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in figures.items()}
+    return figures
 
 
 def finetune_render(figures: dict[str, Any]) -> str:
-    rows = [[k, v] for k, v in figures.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return format_table(["figure", "value"], rows) + f"\nbest model saved to {figures['out']}"
+    return numeric_table(figures) + f"\nbest model saved to {figures['out']}"
 
 
 @dataclass

@@ -23,7 +23,7 @@ from codebert.errors import UserError
 from codebert.generators import NgramGenerator, gather_contexts
 from codebert.modeling import ModelConfig, load_model, new_model
 from codebert.pretrain_data import Batch, BucketedBatches, EncodedCorpus, collate, encode_corpus
-from codebert.report import format_table
+from codebert.report import numeric_table
 from codebert.tokenizer import load_tokenizer
 from codebert.train_loop import LoopConfig, Trainer, seed_everything, setup_distributed
 
@@ -277,9 +277,8 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
     )
     figures = trainer.fit(cfg.resume)
     figures.update(out=str(cfg.out / "final"), examples=len(train), objective=cfg.objective)
-    return {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in figures.items()}
+    return figures
 
 
 def render(figures: dict[str, Any]) -> str:
-    rows = [[k, v] for k, v in figures.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return format_table(["figure", "value"], rows) + f"\nmodel saved to {figures['out']}"
+    return numeric_table(figures) + f"\nmodel saved to {figures['out']}"

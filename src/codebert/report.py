@@ -36,3 +36,9 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def json_line(figures: dict[str, Any]) -> str:
     """The one-line JSON object that `--json` prints last."""
     return json.dumps(figures, sort_keys=True, default=str)
+
+
+def numeric_table(figures: dict[str, Any]) -> str:
+    """A figure/value table of the numeric figures of a stage (booleans and text left out)."""
+    rows = [[k, v] for k, v in figures.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return format_table(["figure", "value"], rows)

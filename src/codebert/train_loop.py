@@ -185,6 +185,11 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def steps_for_epochs(epochs: float, batches_per_epoch: int, grad_accumulation: int) -> int:
+    """Optimizer steps that make `epochs` passes over the data (at least one step)."""
+    return max(1, math.ceil(epochs * batches_per_epoch / grad_accumulation))
+
+
 def linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
     """Warm-up from 0 to 1 over `warmup` steps, then linear decay to 0 at `total`."""
 
@@ -386,7 +391,8 @@ class Trainer:
         figures = {"step": self.step, **{k: v for k, v in last.items() if k != "step"}, **final_eval}
         if self.best is not None:
             figures[f"best_valid_{self.cfg.best_metric}"] = self.best
-        return figures
+        # Plain numbers for reports and --json: a logged loss may still be a tensor.
+        return {k: float(v) if isinstance(v, torch.Tensor) else v for k, v in figures.items()}
 
     def _run_eval(self, writer) -> dict[str, float]:
         if self.evaluate is None or not self.dist.main:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,14 +25,14 @@ import torch.nn.functional as F
 from codebert.config import option, to_dict
 from codebert.errors import UserError
 from codebert.pretrain_data import BucketedBatches, encode_texts
-from codebert.report import format_table
+from codebert.report import numeric_table
 from codebert.search.data import ClassificationPairs, GROUP_SIZE, SearchExamples, balanced_pairs, evaluation_groups, load_examples
 from codebert.search.metrics import gold_ranks, mean_reciprocal_rank
 from codebert.search.models import (
     Mode, Pooling, SearchSpec, cross_inputs, info_nce, load_bi_encoder, load_cross_encoder, save_bi_encoder, single_inputs,
 )
 from codebert.tokenizer import load_tokenizer
-from codebert.train_loop import LoopConfig, Trainer, seed_everything, setup_distributed
+from codebert.train_loop import LoopConfig, Trainer, seed_everything, setup_distributed, steps_for_epochs
 
 log = logging.getLogger(__name__)
 
@@ -282,16 +281,15 @@ def main(cfg: SearchFinetuneConfig) -> dict[str, Any]:
             tokenizer.save_pretrained(folder)
 
     batches = BucketedBatches(corpus, cfg.batch_size, cfg.max_length, cfg.seed, dist_info.rank, dist_info.world, collate_fn=collate_fn)
-    steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * batches.batches_per_epoch() / cfg.grad_accumulation))
+    steps = cfg.max_steps or steps_for_epochs(cfg.epochs, batches.batches_per_epoch(), cfg.grad_accumulation)
     loop = dataclasses.replace(cfg, max_steps=steps, best_metric=best)
     log.info("%d training examples, %d steps (%.2f epochs)", len(corpus), steps, steps * cfg.grad_accumulation / batches.batches_per_epoch())
     trainer = Trainer(loop, model, loss_fn, batches, cfg.out, save_model, evaluate=evaluate,
                       run_config=to_dict(loop), dist_info=dist_info, device=device)
     figures = trainer.fit(cfg.resume)
     figures.update(out=str(cfg.out / "best"), examples=len(corpus), mode=cfg.mode, steps_planned=steps)
-    return {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in figures.items()}
+    return figures
 
 
 def render(figures: dict[str, Any]) -> str:
-    rows = [[k, v] for k, v in figures.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return format_table(["figure", "value"], rows) + f"\nbest model saved to {figures['out']}"
+    return numeric_table(figures) + f"\nbest model saved to {figures['out']}"
