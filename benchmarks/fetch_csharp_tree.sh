@@ -8,20 +8,8 @@
 #     codebert corpus extract /work/csharp-tree --languages csharp --out runs/csharp-corpus
 set -euo pipefail
 dest=${1:-/work/csharp-tree}
-apt_dir=$(mktemp -d)
-mkdir -p "$apt_dir/sources.list.d" "$apt_dir/lists/partial" "$dest/_dl"
-mirror=$(grep -rhE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v snapshot | awk '{print $2}' | head -n1 || true)
-[ -n "$mirror" ] || { echo "no Debian mirror found in /etc/apt/sources.list.d/*.sources" >&2; exit 1; }
-cat > "$apt_dir/sources.list.d/src.sources" <<SRC
-Types: deb-src
-URIs: $mirror
-Suites: bookworm
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
-APTOPTS=(-o "Dir::Etc::SourceParts=$apt_dir/sources.list.d" -o Dir::Etc::SourceList=/dev/null -o "Dir::State::Lists=$apt_dir/lists")
-apt-get "${APTOPTS[@]}" update
-command -v dpkg-source >/dev/null || apt-get install -y dpkg-dev
+mkdir -p "$dest/_dl"
+source "$(dirname "$0")/private_deb_src.sh"
 cd "$dest/_dl"
 # C# libraries and programs of Debian 12 main (source packages that build with Mono), most with
 # documentation comments (///). A package whose files the registry does not serve is skipped.

@@ -7,21 +7,8 @@
 #     bash benchmarks/fetch_mixed_tree.sh /work/mixed-tree
 set -euo pipefail
 dest=${1:-/work/mixed-tree}
-apt_dir=$(mktemp -d)
-mkdir -p "$apt_dir/sources.list.d" "$apt_dir/lists/partial" "$dest/_dl"
-# The Debian mirror this machine already uses (its deb822 "URIs:" line), for the source packages.
-mirror=$(grep -rhE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v snapshot | awk '{print $2}' | head -n1 || true)
-[ -n "$mirror" ] || { echo "no Debian mirror found in /etc/apt/sources.list.d/*.sources" >&2; exit 1; }
-cat > "$apt_dir/sources.list.d/src.sources" <<SRC
-Types: deb-src
-URIs: $mirror
-Suites: bookworm
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
-APTOPTS=(-o "Dir::Etc::SourceParts=$apt_dir/sources.list.d" -o Dir::Etc::SourceList=/dev/null -o "Dir::State::Lists=$apt_dir/lists")
-apt-get "${APTOPTS[@]}" update
-command -v dpkg-source >/dev/null || apt-get install -y dpkg-dev
+mkdir -p "$dest/_dl"
+source "$(dirname "$0")/private_deb_src.sh"
 cd "$dest/_dl"
 for p in libcommons-io-java golang-github-spf13-cobra golang-github-pkg-errors golang-github-spf13-pflag \
          golang-logrus php-monolog php-twig php-league-commonmark; do
