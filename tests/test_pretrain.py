@@ -136,3 +136,21 @@ def test_max_minutes_stops_early_and_still_saves(tmp_path, tokenizer_dir, genera
                                    max_steps="100000", max_minutes="0.001"))
     assert figures["step"] < 100000
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
+def test_code_only_pretraining_masks_code_without_docs(tmp_path, tokenizer_dir, generators_dir):
+    from codebert.pretrain_data import encode_corpus
+    from codebert.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tokenizer_dir)
+    code_only = encode_corpus(CORPUS, tok, "train", None, include_unimodal=True, code_only=True)
+    pairs = encode_corpus(CORPUS, tok, "train", None, include_unimodal=False)
+    assert all(len(nl) == 0 for nl in code_only.nl)
+    assert len(code_only) > len(pairs)  # unimodal code joins the pairs' code
+    figures = pretrain.main(config(tmp_path / "run", tokenizer_dir, generators_dir, objective="mlm", modality="code", max_steps="4"))
+    assert figures["step"] == 4 and "mlm_loss" in figures
+
+
+def test_code_only_pretraining_is_an_mlm_baseline(tmp_path, tokenizer_dir, generators_dir):
+    with pytest.raises(Exception, match="--modality code"):
+        config(tmp_path / "run", tokenizer_dir, generators_dir, objective="rtd", modality="code")

@@ -54,6 +54,7 @@ STAGES = [
     Stage(("query",), "codebert.index", "QueryConfig", "search an index in plain English", main="query_main", render="query_render"),
     Stage(("serve",), "codebert.serve", "ServeConfig", "serve an index: HTTP API (OpenAPI) and a search page, on loopback by default", render=None),
     Stage(("plot",), "codebert.plot", "PlotConfig", "draw the learning curves of pre-training runs to a PNG"),
+    Stage(("reproduce",), "codebert.reproduce", "ReproduceConfig", "the paper's experiments at a chosen scale, stage by stage, resumable, with one report"),
     Stage(("quickstart",), "codebert.quickstart", "QuickstartConfig", "run the whole pipeline offline on the Python standard library", "quickstart"),
 ]
 

@@ -1,7 +1,9 @@
-"""`codebert plot RUN...`: learning curves of one or more pre-training runs, as one PNG.
+"""`codebert plot RUN...`: learning curves of one or more training runs, as one PNG.
 
-Panels: train MLM loss, train RTD loss, train RTD accuracy, valid MLM accuracy, valid RTD accuracy.
-Several runs (e.g. the mlm, rtd and mlm+rtd variants) share the panels, one line each.
+Panels, by default those of pre-training: train MLM loss, train RTD loss, train RTD accuracy, valid
+MLM accuracy, valid RTD accuracy; `--metrics` picks others from metrics.jsonl (e.g. `valid_mrr` of
+search fine-tuning, the paper's Figure 3). Several runs (e.g. the mlm, rtd and mlm+rtd variants)
+share the panels, one line each.
 """
 
 from __future__ import annotations
@@ -15,13 +17,18 @@ from codebert.config import option
 from codebert.corpus.jsonl import atomic_write
 from codebert.errors import UserError
 
-PANELS = (
-    ("mlm_loss", "train MLM loss"),
-    ("rtd_loss", "train RTD loss"),
-    ("rtd_acc", "train RTD accuracy"),
-    ("valid_mlm_acc", "valid MLM accuracy"),
-    ("valid_rtd_acc", "valid RTD accuracy"),
-)
+PRETRAIN_PANELS = ["mlm_loss", "rtd_loss", "rtd_acc", "valid_mlm_acc", "valid_rtd_acc"]
+TITLES = {
+    "loss": "train loss",
+    "mlm_loss": "train MLM loss",
+    "rtd_loss": "train RTD loss",
+    "rtd_acc": "train RTD accuracy",
+    "valid_mlm_acc": "valid MLM accuracy",
+    "valid_rtd_acc": "valid RTD accuracy",
+    "valid_mrr": "valid MRR",
+    "valid_acc": "valid accuracy",
+    "valid_bleu": "valid BLEU-4",
+}
 
 
 @dataclass
@@ -29,6 +36,8 @@ class PlotConfig:
     runs: list[Path] = option(help="run folders (each with metrics.jsonl)", positional=True, metavar="RUN")
     out: Path | None = option(None, "PNG to write (default: <first run>/curves.png)")
     labels: list[str] = option([], "a legend label per run (default: the run folder names)")
+    metrics: list[str] = option(PRETRAIN_PANELS, "metrics of metrics.jsonl to draw, one panel each (default: pre-training's)")
+    title: str = option("", "a title above the panels")
 
     def validate(self) -> list[str]:
         problems = [f"RUN {run}: no metrics.jsonl" for run in self.runs if not (run / "metrics.jsonl").is_file()]
@@ -54,25 +63,28 @@ def main(cfg: PlotConfig) -> dict[str, Any]:
     import matplotlib.pyplot as plt
 
     labels = cfg.labels or [run.name for run in cfg.runs]
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.4))
+    fig, axes = plt.subplots(1, len(cfg.metrics), figsize=(4 * len(cfg.metrics) + 1.6, 3.4), squeeze=False)
+    axes = axes[0]
     drawn = 0
     for index, (run, label) in enumerate(zip(cfg.runs, labels)):
         records = read_metrics(run)
-        for ax, (key, title) in zip(axes, PANELS):
+        for ax, key in zip(axes, cfg.metrics):
             points = [(r["step"], r[key]) for r in records if key in r]
             if points:
                 steps, values = zip(*points)
                 # One colour per run in every panel, even where a run lacks a metric.
                 ax.plot(steps, values, label=label, color=f"C{index}", marker="o" if key.startswith("valid") else None, markersize=3)
                 drawn += 1
-            ax.set_title(title)
+            ax.set_title(TITLES.get(key, key))
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)
     if drawn == 0:
         raise UserError("the runs have no metrics to plot yet")
     handles = {h.get_label(): h for ax in axes for h in ax.get_lines()}
     fig.legend(list(handles.values()), list(handles), loc="upper right")
-    fig.tight_layout(rect=(0, 0, 0.93, 1))
+    if cfg.title:
+        fig.suptitle(cfg.title)
+    fig.tight_layout(rect=(0, 0, 1 - 1.6 / (4 * len(cfg.metrics) + 1.6), 1))
     out = cfg.out or cfg.runs[0] / "curves.png"
     with atomic_write(out, binary=True) as f:
         fig.savefig(f, format="png", dpi=110)

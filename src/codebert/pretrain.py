@@ -50,6 +50,9 @@ class PretrainConfig(LoopConfig):
     mlm_weight: float = option(1.0, "weight of the MLM loss (paper: plain sum)")
     rtd_weight: float = option(1.0, "weight of the RTD loss (paper: plain sum; ELECTRA uses 50)")
     unimodal_rtd: bool = option(True, "also train RTD on unimodal code (paper §3.4)")
+    modality: Literal["bimodal", "code"] = option(
+        "bimodal", "bimodal: NL-code pairs (the paper); code: the docs dropped and unimodal code added, every row "
+        "masked (the paper's 'pre-train w/ code only' baseline)")
     leave_one_out: bool = option(True, "generators leave out the occurrence being replaced where they counted it")
     valid_examples: int = option(500, "valid pairs for the MLM/RTD accuracy at each evaluation")
     hidden_size: int = option(768, "encoder width (ignored with --init)")
@@ -77,6 +80,8 @@ class PretrainConfig(LoopConfig):
             problems.append(f"--generators: required for --objective {self.objective}")
         if self.generators is not None and not (self.generators / "nl.npz").is_file():
             problems.append(f"--generators {self.generators}: no nl.npz/code.npz (run `codebert generators fit`)")
+        if self.modality == "code" and self.objective != "mlm":
+            problems.append("--modality code: the code-only baseline is pre-trained with --objective mlm")
         if not 0 < self.mask_rate < 1:
             problems.append("--mask-rate: must be in (0, 1)")
         if not 8 <= self.max_length <= 512:
@@ -156,12 +161,14 @@ def make_loss_fn(cfg: PretrainConfig, corruptor: Corruptor, rng: TorchRng, devic
 
     def loss_fn(model, batch: Batch) -> dict[str, Any]:
         bimodal = ~batch.unimodal
+        # MLM reads pairs (paper §3.4); the code-only baseline masks every row, pairs having lost their docs.
+        masked_rows = bimodal if cfg.modality == "bimodal" else torch.ones_like(bimodal)
         inputs, masks, mlm_rows = [], [], 0
         if use_mlm:
-            masked, selected_m = corruptor.masked(batch, rng.generator, bimodal)
-            inputs.append(masked[bimodal])
-            masks.append(batch.attention_mask[bimodal])
-            mlm_rows = int(bimodal.sum())
+            masked, selected_m = corruptor.masked(batch, rng.generator, masked_rows)
+            inputs.append(masked[masked_rows])
+            masks.append(batch.attention_mask[masked_rows])
+            mlm_rows = int(masked_rows.sum())
         if use_rtd:
             rtd_rows = torch.ones_like(bimodal) if cfg.unimodal_rtd else bimodal
             corrupted, is_replaced, selected_r = corruptor.corrupted(batch, rng.generator, rtd_rows)
@@ -172,12 +179,12 @@ def make_loss_fn(cfg: PretrainConfig, corruptor: Corruptor, rng: TorchRng, devic
         mlm_positions = None
         if use_mlm:
             mlm_positions = torch.zeros_like(input_ids, dtype=torch.bool)
-            mlm_positions[:mlm_rows] = selected_m[bimodal].to(device)
+            mlm_positions[:mlm_rows] = selected_m[masked_rows].to(device)
         out = model(input_ids, attention, mlm_positions=mlm_positions, rtd=use_rtd)
         metrics: dict[str, Any] = {}
         loss = torch.zeros((), device=device)
         if use_mlm:
-            targets = batch.input_ids[bimodal][selected_m[bimodal]].to(device)
+            targets = batch.input_ids[masked_rows][selected_m[masked_rows]].to(device)
             mlm = objectives.mlm_loss(out.mlm_logits, targets)
             correct, total = objectives.mlm_accuracy(out.mlm_logits.detach(), targets)
             metrics.update(mlm_loss=mlm.detach(), mlm_acc=correct / max(total, 1))
@@ -260,7 +267,10 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
         model = new_model(shape, len(tokenizer))
     log.info("model: %.1fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
 
-    train = encode_corpus(cfg.data, tokenizer, "train", cfg.languages, include_unimodal="rtd" in cfg.objective and cfg.unimodal_rtd, max_records=cfg.max_records)
+    code_only = cfg.modality == "code"
+    with_unimodal = code_only or ("rtd" in cfg.objective and cfg.unimodal_rtd)
+    train = encode_corpus(cfg.data, tokenizer, "train", cfg.languages, include_unimodal=with_unimodal, max_records=cfg.max_records, code_only=code_only)
+    # Validation stays on pairs for every run, so that valid MLM accuracy compares across variants.
     valid = encode_corpus(cfg.data, tokenizer, "valid", cfg.languages, include_unimodal=False, max_records=cfg.max_records)
     batches = BucketedBatches(train, cfg.batch_size, cfg.max_length, cfg.seed, dist_info.rank, dist_info.world)
     rng = TorchRng(cfg.seed * 1000 + dist_info.rank)

@@ -50,14 +50,18 @@ def encode_texts(tokenizer, texts: list[str], batch: int = 2048) -> list[np.ndar
 
 
 def encode_corpus(
-    data: Path, tokenizer, split: str, languages: list[str] | None, include_unimodal: bool, max_records: int = 0
+    data: Path, tokenizer, split: str, languages: list[str] | None, include_unimodal: bool, max_records: int = 0,
+    code_only: bool = False,
 ) -> EncodedCorpus:
-    """Tokenise one split (train, valid or test) of a corpus, plus unimodal code if asked."""
+    """Tokenise one split (train, valid or test) of a corpus, plus unimodal code if asked.
+
+    `code_only` drops the docs: every example is then laid out as unimodal code is.
+    """
     nl_texts, code_texts, unimodal = [], [], []
     splits = (split, UNIMODAL) if include_unimodal else (split,)
     for _, name, record in iter_corpus(data, splits, languages or None, max_records, ReadReport()):
         is_unimodal = name == UNIMODAL
-        nl_texts.append("" if is_unimodal else nl_text(record))
+        nl_texts.append("" if is_unimodal or code_only else nl_text(record))
         code_texts.append(code_text(record))
         unimodal.append(is_unimodal)
     if not code_texts:

@@ -1,0 +1,418 @@
+"""`codebert reproduce`: the paper's experiments at a chosen scale, in one resumable command.
+
+Units of work, in order (each is a call of the stage a user would run by hand, with the scale's
+preset; nothing here trains or scores by itself):
+
+  tokenizer                 byte-level BPE on the corpus (with --init: the checkpoint's tokenizer)
+  generators                the NL and code n-gram generators (paper §3.4)
+  pretrain/<variant>        no pre-training, code-only MLM, MLM, RTD, MLM+RTD (and, with --init, the
+                            checkpoint itself and each objective continued from it)
+  search/<row>              Table 2: the baselines, then each variant fine-tuned and evaluated
+  probe/<variant>           Table 4: zero-shot NL-PL probing
+  code2nl/<variant>         Table 5: code-to-documentation generation, smoothed BLEU-4
+  unseen/<variant>          Table 6: code-to-documentation on a language not in pre-training (--unseen)
+  report                    OUT/report.md (tables, curves, which of the paper's orderings held) and
+                            OUT/figures.json (every figure)
+
+A unit that finishes writes its figures to OUT/figures/<unit>.json; a re-run skips it. A unit cut
+short (killed, out of time) continues from its newest checkpoint, as every training stage resumes
+with `--resume auto`. Under `torchrun`, training units run on every process (DDP) and the others on
+the first only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from codebert.config import load_config, option, read_preset, resolve_preset
+from codebert.corpus.jsonl import atomic_write, corpus_files
+from codebert.errors import UserError
+
+log = logging.getLogger(__name__)
+
+STAGES = ["tokenizer", "generators", "pretrain", "search", "probe", "code2nl", "unseen", "report"]
+OBJECTIVES = ["none", "code-only", "mlm", "rtd", "mlm+rtd"]
+
+
+@dataclass
+class ReproduceConfig:
+    data: Path = option(help="corpus folder (CodeSearchNet layout) with train, valid, test and unimodal files")
+    out: Path = option(help="folder for every stage's output, report.md and figures.json")
+    scale: str = option("small", "tiny (tests, minutes), small (our CPU), base (the paper, multi-GPU), or a YAML preset file")
+    init: str | None = option(None, "also pre-train from this checkpoint folder (roberta-base, codebert-base, ours): the init=checkpoint rows")
+    unseen: Path | None = option(None, "corpus folder of a language not in pre-training (e.g. C#) for Table 6; none: Table 6 is skipped")
+    languages: list[str] = option([], "languages of --data to use (empty: all in the corpus)")
+    stages: list[str] = option(STAGES, "stages to run; the others are skipped (their finished units still enter the report)")
+    threads: int = option(0, "CPU threads for torch (0: torch's default)")
+    progress: bool = option(True, "show progress bars")
+
+    def validate(self) -> list[str]:
+        problems = []
+        if not self.data.is_dir():
+            problems.append(f"--data {self.data}: no such folder")
+        if self.unseen is not None and not self.unseen.is_dir():
+            problems.append(f"--unseen {self.unseen}: no such folder")
+        unknown = sorted(set(self.stages) - set(STAGES))
+        if unknown:
+            problems.append(f"--stages: unknown {', '.join(unknown)} (stages: {', '.join(STAGES)})")
+        if self.init is not None and Path(self.init).exists() and not (Path(self.init) / "config.json").is_file():
+            problems.append(f"--init {self.init}: not a model folder (no config.json)")
+        try:
+            resolve_preset(self.scale)
+        except UserError as exc:
+            problems.append(f"--scale: {exc}")
+        return problems
+
+
+@dataclass
+class Budget:
+    """The `reproduce` section of a scale preset: what the scale can afford beyond each stage's own section."""
+
+    variants: list[str] = option(OBJECTIVES, "pre-training variants, from: none, code-only, mlm, rtd, mlm+rtd")
+    search_mode: Literal["cross", "bi"] = option("cross", "cross: the paper's classifier; bi: a bi-encoder (cheap to evaluate on a CPU)")
+    search_per_language: bool = option(True, "one fine-tuned model per language (the paper) or one for all")
+    search_group_size: int = option(1000, "candidates per test group (the paper: 1,000)")
+    search_max_groups: int = option(0, "test groups per language (0: all)")
+    search_queries_per_group: int = option(0, "queries scored per group (0: all; a cross-encoder on a CPU needs fewer)")
+    baselines: list[str] = option(["bm25", "nbow", "cnn", "birnn", "selfatt"], "Table 2 baselines")
+    probe_max_per_setting: int = option(0, "probing items per language and setting (0: all)")
+    code2nl_test_records: int = option(0, "test records per language for code-to-doc generation (0: all)")
+
+    def validate(self) -> list[str]:
+        problems = [f"variants: unknown {v!r} (from {', '.join(OBJECTIVES)})" for v in self.variants if v not in OBJECTIVES]
+        problems += [f"baselines: unknown {b!r}" for b in self.baselines if b not in ("bm25", "nbow", "cnn", "birnn", "selfatt")]
+        return problems
+
+
+LABELS = {"none": "no pre-training", "code-only": "code-only MLM", "mlm": "MLM", "rtd": "RTD", "mlm+rtd": "MLM+RTD"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One pre-trained starting point: a row of Tables 2, 4, 5 and 6."""
+
+    objective: str  # one of OBJECTIVES, or "init" for the --init checkpoint as it is
+    from_init: bool = False  # continue from --init instead of random weights
+
+    @property
+    def name(self) -> str:  # the row label, e.g. "MLM+RTD" or "init + MLM"
+        if self.objective == "init":
+            return "init"
+        return f"init + {LABELS[self.objective]}" if self.from_init else LABELS[self.objective]
+
+    @property
+    def slug(self) -> str:  # folder and unit name, e.g. "mlm-rtd" or "init-mlm"
+        if self.objective == "init":
+            return "init"
+        return ("init-" if self.from_init else "") + self.objective.replace("+", "-")
+
+
+def variants_of(budget: Budget, init: str | None) -> list[Variant]:
+    rows = [Variant(objective) for objective in budget.variants]
+    if init is not None:
+        rows.append(Variant("init", from_init=True))
+        rows += [Variant(objective, from_init=True) for objective in budget.variants if objective != "none"]
+    return rows
+
+
+# ---------------------------------------------------------------------------------------- runner
+class Runner:
+    """Runs units in order, skipping finished ones, timing each, and keeping their figures."""
+
+    def __init__(self, cfg: ReproduceConfig, total: int):
+        self.cfg, self.total, self.done = cfg, total, 0
+        self.figures_dir = cfg.out / "figures"
+        self.figures: dict[str, dict[str, Any]] = {}
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.started = time.perf_counter()
+        self.spent = 0.0  # seconds of the units run by this invocation (for the ETA)
+        self.ran = 0
+
+    def path(self, unit: str) -> Path:
+        return self.figures_dir / f"{unit.replace('/', '__')}.json"
+
+    def finished(self, unit: str) -> dict[str, Any] | None:
+        path = self.path(unit)
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            return None  # unreadable: run the unit again
+
+    def run(self, unit: str, stage: str, work: Callable[[], dict[str, Any]], distributed: bool = False) -> dict[str, Any] | None:
+        """Run `work` unless its figures exist or its stage is not selected; return its figures."""
+        self.done += 1
+        known = self.finished(unit)
+        if known is not None:
+            self.figures[unit] = known
+            self._say(f"{unit}: done before, skipped")
+            return known
+        if stage not in self.cfg.stages:
+            self._say(f"{unit}: stage {stage} not selected, skipped")
+            return None
+        self._say(f"{unit}: running")
+        start = time.perf_counter()
+        figures: dict[str, Any] = {}
+        if distributed or self.rank == 0:
+            figures = work()
+        self._barrier()
+        seconds = time.perf_counter() - start
+        figures = {**_plain(figures), "seconds": round(seconds, 1)}
+        if self.rank == 0:
+            self.figures_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_write(self.path(unit)) as f:
+                f.write(json.dumps(figures, indent=2, default=str) + "\n")
+        self.figures[unit] = figures
+        self.spent += seconds
+        self.ran += 1
+        return figures
+
+    def _say(self, text: str) -> None:
+        if self.rank != 0:
+            return
+        elapsed = time.perf_counter() - self.started
+        eta = ""
+        if self.ran:
+            # Units differ in cost; the mean of those run so far is a rough guide, said as such.
+            eta = f", about {_duration(self.spent / self.ran * (self.total - self.done))} left at the pace so far"
+        print(f"[{self.done}/{self.total}] {text} ({_duration(elapsed)} elapsed{eta})", flush=True)
+
+    def _barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.barrier()
+
+
+def _plain(figures: dict[str, Any]) -> dict[str, Any]:
+    """JSON-ready copy: paths as strings, tensors as numbers."""
+    out = {}
+    for key, value in figures.items():
+        if hasattr(value, "item") and callable(value.item):
+            value = value.item()
+        elif isinstance(value, Path):
+            value = str(value)
+        out[key] = value
+    return out
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+# ----------------------------------------------------------------------------------------- stages
+def _stage_config(cls: type, scale: str, section: str | None, flags: dict[str, Any]):
+    """A stage's config: the scale preset's section, then our flags (both validated as a user's would be)."""
+    preset = read_preset(scale, section) if section else {}
+    return load_config(cls, preset, {k: v for k, v in flags.items() if v is not None})
+
+
+def main(cfg: ReproduceConfig) -> dict[str, Any]:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    budget = load_config(Budget, read_preset(cfg.scale, "reproduce"))
+    variants = variants_of(budget, cfg.init)
+    languages = cfg.languages or sorted(corpus_files(cfg.data))
+    if not languages:
+        raise UserError(f"--data {cfg.data}: no language folders with CodeSearchNet files")
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    common = {"threads": cfg.threads or None, "progress": cfg.progress}
+    search_units = len(budget.baselines) + len(variants) * (len(languages) if budget.search_per_language else 1)
+    total = 2 + len(variants) * 3 + search_units + 1 + (len(variants) if cfg.unseen else 0) + 1
+    runner = Runner(cfg, total)
+    started = datetime.now(timezone.utc)
+
+    # 1-2. tokenizer and generators
+    tokenizer = Path(cfg.init) if cfg.init else cfg.out / "tokenizer"
+    runner.run("tokenizer", "tokenizer", lambda: _tokenizer(cfg, tokenizer))
+    generators = cfg.out / "generators"
+    needs_generators = any(v.objective in ("rtd", "mlm+rtd") for v in variants)
+    if needs_generators:
+        runner.run("generators", "generators", lambda: _generators(cfg, tokenizer, generators, languages))
+    else:
+        runner.done += 1
+
+    # 3. pre-training
+    models: dict[str, str] = {}
+    for variant in variants:
+        models[variant.name] = _model_path(cfg, variant)
+        runner.run(f"pretrain/{variant.slug}", "pretrain",
+                   lambda v=variant: _pretrain(cfg, v, tokenizer, generators, languages, common),
+                   distributed=variant.objective not in ("none", "init"))
+
+    # 4. code search (Table 2)
+    search_dir = cfg.out / "search"
+    for kind in budget.baselines:
+        runner.run(f"search/{kind}", "search", lambda k=kind: _baseline(cfg, budget, k, tokenizer, languages, common))
+    for variant in variants:
+        groups = [[lang] for lang in languages] if budget.search_per_language else [languages]
+        for langs in groups:
+            name = langs[0] if len(langs) == 1 and budget.search_per_language else "all"
+            runner.run(f"search/{variant.slug}/{name}", "search",
+                       lambda v=variant, ls=langs, n=name: _search(cfg, budget, v, models[v.name], ls, search_dir / v.slug / n, common),
+                       distributed=True)
+
+    # 5. probing (Table 4)
+    probe_items = cfg.out / "probe" / "items.json"
+    runner.run("probe/items", "probe", lambda: _probe_items(cfg, budget, probe_items, languages))
+    for variant in variants:
+        runner.run(f"probe/{variant.slug}", "probe", lambda v=variant: _probe(cfg, v, models[v.name], probe_items, common))
+
+    # 6. code-to-documentation (Table 5) and the unseen language (Table 6)
+    for variant in variants:
+        runner.run(f"code2nl/{variant.slug}", "code2nl",
+                   lambda v=variant: _code2nl(cfg, budget, v, models[v.name], cfg.data, languages, cfg.out / "code2nl" / v.slug, common),
+                   distributed=True)
+    if cfg.unseen is not None:
+        unseen_languages = sorted(corpus_files(cfg.unseen))
+        for variant in variants:
+            runner.run(f"unseen/{variant.slug}", "unseen",
+                       lambda v=variant: _code2nl(cfg, budget, v, models[v.name], cfg.unseen, unseen_languages, cfg.out / "unseen" / v.slug, common),
+                       distributed=True)
+
+    # 7. the report
+    figures: dict[str, Any] = {}
+    if runner.rank == 0:
+        from codebert import reproduce_report
+
+        runner.done += 1
+        runner._say("report")
+        figures = reproduce_report.write(cfg, budget, variants, languages, runner.figures, started)
+    return figures
+
+
+def _model_path(cfg: ReproduceConfig, variant: Variant) -> str:
+    if variant.objective == "init":
+        return str(cfg.init)
+    return str(cfg.out / "pretrain" / variant.slug / "final")
+
+
+def _tokenizer(cfg: ReproduceConfig, out: Path) -> dict[str, Any]:
+    from codebert import tokenizer as stage
+
+    if cfg.init:
+        tok = stage.load_tokenizer(cfg.init)
+        return {"out": str(cfg.init), "vocab_size": len(tok), "from": "init"}
+    return stage.main(_stage_config(stage.TrainTokenizerConfig, cfg.scale, "tokenizer",
+                                    {"data": str(cfg.data), "out": str(out), "languages": cfg.languages or None}))
+
+
+def _generators(cfg: ReproduceConfig, tokenizer: Path, out: Path, languages: list[str]) -> dict[str, Any]:
+    from codebert import generators as stage
+
+    return stage.fit_main(_stage_config(stage.FitGeneratorsConfig, cfg.scale, "generators",
+                                        {"data": str(cfg.data), "tokenizer": str(tokenizer), "out": str(out), "languages": languages}))
+
+
+def _pretrain(cfg: ReproduceConfig, variant: Variant, tokenizer: Path, generators: Path, languages: list[str],
+              common: dict[str, Any]) -> dict[str, Any]:
+    from codebert import pretrain
+
+    if variant.objective == "init":
+        return {"out": str(cfg.init), "step": 0}
+    run = cfg.out / "pretrain" / variant.slug
+    if variant.objective == "none":
+        return _random_model(cfg, variant, tokenizer, run / "final")
+    flags = {
+        "data": str(cfg.data), "out": str(run), "tokenizer": str(tokenizer), "languages": languages, "resume": "auto",
+        "objective": "mlm" if variant.objective == "code-only" else variant.objective,
+        "modality": "code" if variant.objective == "code-only" else "bimodal",
+        "generators": str(generators) if "rtd" in variant.objective else None,
+        "init": cfg.init if variant.from_init else None, **common,
+    }
+    return pretrain.main(_stage_config(pretrain.PretrainConfig, cfg.scale, "pretrain", flags))
+
+
+def _random_model(cfg: ReproduceConfig, variant: Variant, tokenizer: Path, out: Path) -> dict[str, Any]:
+    """The 'no pre-training' row: random weights of the scale's shape, saved like any checkpoint."""
+    import torch
+
+    from codebert import pretrain
+    from codebert.modeling import new_model
+    from codebert.tokenizer import load_tokenizer
+
+    shape = _stage_config(pretrain.PretrainConfig, cfg.scale, "pretrain",
+                          {"data": str(cfg.data), "out": str(out.parent), "tokenizer": str(tokenizer), "objective": "mlm"})
+    tok = load_tokenizer(tokenizer)
+    torch.manual_seed(shape.seed)
+    model = new_model(shape.model_shape(), len(tok))
+    tmp = out.with_name(f".{out.name}.tmp")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    tmp.rename(out)
+    return {"out": str(out), "step": 0, "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def _baseline(cfg: ReproduceConfig, budget: Budget, kind: str, tokenizer: Path, languages: list[str], common: dict[str, Any]) -> dict[str, Any]:
+    from codebert.search import baselines
+
+    flags = {"kind": kind, "data": str(cfg.data), "out": str(cfg.out / "search" / kind), "language": languages,
+             "tokenizer": str(tokenizer) if kind != "bm25" else None, "group_size": budget.search_group_size,
+             "max_groups": budget.search_max_groups, "label": _BASELINE_LABELS[kind], **common}
+    return baselines.main(_stage_config(baselines.SearchBaselineConfig, cfg.scale, "baseline", flags))
+
+
+_BASELINE_LABELS = {"bm25": "BM25", "nbow": "NBoW", "cnn": "1D-CNN", "birnn": "BiRNN", "selfatt": "self-attention"}
+
+
+def _search(cfg: ReproduceConfig, budget: Budget, variant: Variant, model: str, languages: list[str], run: Path,
+            common: dict[str, Any]) -> dict[str, Any]:
+    from codebert.search import evaluate, finetune
+
+    flags = {"model": model, "data": str(cfg.data), "out": str(run), "mode": budget.search_mode, "language": languages,
+             "resume": "auto", **common}
+    tuned = finetune.main(_stage_config(finetune.SearchFinetuneConfig, cfg.scale, "search", flags))
+    if int(os.environ.get("RANK", "0")) != 0:
+        return tuned
+    scored = evaluate.main(_stage_config(evaluate.SearchEvaluateConfig, None, None, {
+        "model": tuned["out"], "data": str(cfg.data), "language": languages, "group_size": budget.search_group_size,
+        "max_groups": budget.search_max_groups, "queries_per_group": budget.search_queries_per_group,
+        "full": budget.search_mode == "bi", "label": variant.name, "out": str(run / "results.json"), **common}))
+    return {**{f"finetune_{k}": v for k, v in tuned.items()}, **scored, "run": str(run)}
+
+
+def _probe_items(cfg: ReproduceConfig, budget: Budget, out: Path, languages: list[str]) -> dict[str, Any]:
+    from codebert import probe
+
+    return probe.build_main(_stage_config(probe.ProbeBuildConfig, None, None, {
+        "data": str(cfg.data), "out": str(out), "languages": languages, "max_per_setting": budget.probe_max_per_setting}))
+
+
+def _probe(cfg: ReproduceConfig, variant: Variant, model: str, items: Path, common: dict[str, Any]) -> dict[str, Any]:
+    from codebert import probe
+
+    return probe.run_main(_stage_config(probe.ProbeRunConfig, None, None, {
+        "model": model, "data": str(items), "label": variant.name,
+        "out": str(cfg.out / "probe" / f"{variant.slug}.json"), **common}))
+
+
+def _code2nl(cfg: ReproduceConfig, budget: Budget, variant: Variant, model: str, data: Path, languages: list[str],
+             run: Path, common: dict[str, Any]) -> dict[str, Any]:
+    from codebert import code2nl
+
+    flags = {"model": model, "data": str(data), "out": str(run), "language": languages, "resume": "auto", **common}
+    tuned = code2nl.finetune_main(_stage_config(code2nl.Code2nlFinetuneConfig, cfg.scale, "code2nl", flags))
+    if int(os.environ.get("RANK", "0")) != 0:
+        return tuned
+    scored = code2nl.evaluate_main(_stage_config(code2nl.Code2nlEvaluateConfig, None, None, {
+        "model": tuned["out"], "data": str(data), "out": str(run / "test"), "language": languages,
+        "max_records": budget.code2nl_test_records, "label": variant.name, **common}))
+    return {**{f"finetune_{k}": v for k, v in tuned.items()}, **scored, "run": str(run)}
+
+
+def render(figures: dict[str, Any]) -> str:
+    if not figures:
+        return ""
+    return f"report written to {figures['report']}\nevery figure in {figures['figures']}"

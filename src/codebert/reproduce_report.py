@@ -1,0 +1,231 @@
+"""The report of `codebert reproduce`: the paper's tables and figures from the units' figures.
+
+Writes OUT/report.md (Markdown: stage times, pre-training, Tables 2, 4, 5 and 6, the learning curves
+of pre-training and of search fine-tuning, and which of the paper's orderings held) and
+OUT/figures.json (every unit's figures, the tables' cells and the orderings, for scripts).
+Rows and cells whose unit has not run yet are left out or shown as "–".
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from codebert.config import to_dict
+from codebert.corpus.jsonl import atomic_write
+from codebert.errors import UserError
+from codebert.report import format_table
+from codebert.search.table import LANGUAGE_ORDER, markdown_table
+
+# The paper's relative claims, as (better, worse, claim). Fine-tuned tasks: Tables 2, 5 and 6 all
+# order MLM+RTD > MLM > RTD > no pre-training, bimodal MLM > code-only, code-only from RoBERTa > RoBERTa.
+ORDERINGS = [
+    ("MLM+RTD", "MLM", "MLM+RTD beats MLM"),
+    ("MLM", "RTD", "MLM beats RTD"),
+    ("RTD", "no pre-training", "RTD beats no pre-training"),
+    ("MLM", "code-only MLM", "bimodal MLM beats code-only MLM"),
+    ("init + code-only MLM", "init", "pre-training on code beats the NL checkpoint"),
+    ("init + MLM+RTD", "init + MLM", "from --init: MLM+RTD beats MLM"),
+    ("init + MLM", "init + RTD", "from --init: MLM beats RTD"),
+]
+# Table 4 compares MLM models only: CodeBERT (MLM) > code-only > RoBERTa.
+PROBING_ORDERINGS = [
+    ("MLM", "code-only MLM", "bimodal MLM beats code-only MLM"),
+    ("init + MLM", "init", "MLM from --init beats the NL checkpoint"),
+    ("init + code-only MLM", "init", "code-only from --init beats the NL checkpoint"),
+]
+PROBE_SETTINGS = [("pl", "PL (2 choices)"), ("pl_preceding", "PL, preceding context only"), ("nl", "NL (4 choices)")]
+
+
+def _ordered(languages: list[str]) -> list[str]:
+    return sorted(languages, key=lambda l: (l not in LANGUAGE_ORDER, LANGUAGE_ORDER.index(l) if l in LANGUAGE_ORDER else 0, l))
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def search_rows(budget, variants, languages: list[str], units: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Table 2 rows: baselines, then variants (per-language runs merged into one row)."""
+    rows = [units[f"search/{kind}"] for kind in budget.baselines if f"search/{kind}" in units]
+    for variant in variants:
+        merged: dict[str, Any] = {"label": variant.name, "languages": []}
+        for key, figures in units.items():
+            if not key.startswith(f"search/{variant.slug}/") or "languages" not in figures:
+                continue
+            for lang in figures["languages"]:
+                merged[lang] = figures[lang]
+                merged["languages"].append(lang)
+            merged["protocol"] = figures.get("protocol", {})
+        if merged["languages"]:
+            merged["macro_mrr"] = sum(merged[lang] for lang in merged["languages"]) / len(merged["languages"])
+            rows.append(merged)
+    return rows
+
+
+def code2nl_rows(prefix: str, variants, units: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"label": v.name, **units[f"{prefix}/{v.slug}"]} for v in variants if "macro_bleu" in units.get(f"{prefix}/{v.slug}", {})]
+
+
+def bleu_table(rows: list[dict[str, Any]]) -> str:
+    languages = _ordered(sorted({lang for r in rows for lang in r["languages"]}))
+    header = ["model", *languages] + (["overall"] if len(languages) > 1 else [])
+    body = []
+    for r in rows:
+        cells = [f"{r[lang]:.2f}" if lang in r else "–" for lang in languages]
+        body.append([r["label"], *cells] + ([f"{r['macro_bleu']:.2f}"] if len(languages) > 1 else []))
+    return format_table(header, body)
+
+
+def probe_tables(variants, units: dict[str, dict[str, Any]]) -> str:
+    runs = [(v.name, units[f"probe/{v.slug}"]) for v in variants if "accuracy" in units.get(f"probe/{v.slug}", {})]
+    if not runs:
+        return ""
+    counts = runs[0][1]["counts"]
+    languages = _ordered(sorted({lang for per in counts.values() for lang in per if lang != "all"}))
+    parts = ["Number of items:", "", format_table(
+        ["setting", *languages, "all"],
+        [[title, *(counts.get(s, {}).get(lang, 0) for lang in languages), counts.get(s, {}).get("all", 0)]
+         for s, title in PROBE_SETTINGS if s in counts])]
+    for setting, title in PROBE_SETTINGS:
+        if setting not in counts:
+            continue
+        chance = runs[0][1]["chance"].get(setting)
+        rows = [[name, *(_pct(f["accuracy"][setting].get(lang)) for lang in languages), _pct(f["accuracy"][setting].get("all"))]
+                for name, f in runs if setting in f["accuracy"]]
+        parts += ["", f"{title} — accuracy (chance {100 * chance:.0f}%):", "", format_table(["model", *languages, "all"], rows)]
+    return "\n".join(parts)
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f}%"
+
+
+def orderings(tasks: dict[str, dict[str, float]], claims=ORDERINGS) -> list[dict[str, Any]]:
+    """Each claim that the finished rows can test, per task: held or not, with the two figures."""
+    found = []
+    for task, scores in tasks.items():
+        for better, worse, claim in claims:
+            if better in scores and worse in scores:
+                found.append({"task": task, "claim": claim, "better": better, "worse": worse,
+                              "better_score": scores[better], "worse_score": scores[worse],
+                              "held": bool(scores[better] > scores[worse])})
+    return found
+
+
+def _plot(runs: list[Path], labels: list[str], metrics: list[str], out: Path, title: str = "") -> str | None:
+    from codebert import plot
+
+    pairs = [(r, l) for r, l in zip(runs, labels) if (r / "metrics.jsonl").is_file()]
+    if not pairs:
+        return None
+    try:
+        plot.main(plot.PlotConfig(runs=[r for r, _ in pairs], labels=[l for _, l in pairs], metrics=metrics, out=out, title=title))
+    except UserError:
+        return None  # runs without the metric yet
+    return out.name
+
+
+def write(cfg, budget, variants, languages: list[str], units: dict[str, dict[str, Any]], started: datetime) -> dict[str, Any]:
+    out = cfg.out
+    lines = [
+        f"# CodeBERT reproduction — scale `{cfg.scale}`",
+        "",
+        f"Command: `codebert {' '.join(sys.argv[1:]) if sys.argv[1:] else 'reproduce'}`  ",
+        f"Data: `{cfg.data}` ({', '.join(_ordered(languages))}); started {started:%Y-%m-%d %H:%M} UTC, report written "
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC."
+        + (f" The init rows start from `{cfg.init}`." if cfg.init else ""),
+        "",
+        "Every figure below comes from a unit of this run (its figures are in `figures/` and `figures.json`);",
+        "a unit not run yet is missing from its table.",
+        "",
+        "## Wall time per unit",
+        "",
+        format_table(["unit", "wall time"], [[k, _duration(v.get("seconds", 0))] for k, v in units.items()]
+                     + [["all units", _duration(sum(v.get("seconds", 0) for v in units.values()))]]),
+    ]
+
+    # Pre-training
+    trained = [v for v in variants if f"pretrain/{v.slug}" in units and v.objective not in ("none", "init")]
+    rows = []
+    for v in variants:
+        f = units.get(f"pretrain/{v.slug}")
+        if f is None:
+            continue
+        rows.append([v.name, int(f.get("step", 0)), _num(f.get("valid_mlm_acc")), _num(f.get("valid_rtd_acc")), _duration(f.get("seconds", 0))])
+    lines += ["", "## Pre-training", "", format_table(["variant", "steps", "valid MLM accuracy", "valid RTD accuracy", "wall time"], rows)]
+    curves = _plot([out / "pretrain" / v.slug for v in trained], [v.name for v in trained], ["mlm_loss", "rtd_loss", "valid_mlm_acc", "valid_rtd_acc"],
+                   out / "pretrain_curves.png")
+    if curves:
+        lines += ["", f"![pre-training curves]({curves})"]
+
+    # Table 2 and Figure 3
+    table2 = search_rows(budget, variants, languages, units)
+    search_scores = {r["label"]: r["macro_mrr"] for r in table2 if "macro_mrr" in r}
+    lines += ["", "## Table 2: natural-language code search (MRR)", "",
+              f"Fine-tuning: {'cross-encoder (the paper)' if budget.search_mode == 'cross' else 'bi-encoder (beyond the paper; cheap to evaluate on a CPU)'}, "
+              f"{'one model per language' if budget.search_per_language else 'one model for all languages'}; "
+              f"test groups of {budget.search_group_size:,} candidates"
+              + (f", at most {budget.search_max_groups} per language" if budget.search_max_groups else "")
+              + (f", {budget.search_queries_per_group} queries per group" if budget.search_queries_per_group else "") + "."]
+    if table2:
+        lines += ["", markdown_table(table2)]
+    metric = "valid_acc" if budget.search_mode == "cross" else "valid_mrr"
+    # The paper's Figure 3 shows Python and Java.
+    names = ["all"]
+    if budget.search_per_language:
+        names = [lang for lang in ("python", "java") if lang in languages] or languages[:2]
+    for name in names:
+        png = _plot([out / "search" / v.slug / name for v in variants], [v.name for v in variants], ["loss", metric],
+                    out / f"search_curves_{name}.png", title=f"search fine-tuning ({name})")
+        if png:
+            lines += ["", f"Figure 3 shape, {name}: ![search fine-tuning curves, {name}]({png})"]
+
+    # Table 4
+    probes = probe_tables(variants, units)
+    if probes:
+        lines += ["", "## Table 4: NL-PL probing (zero-shot, MLM head)", "", probes]
+    probe_scores = {s: {v.name: units[f"probe/{v.slug}"]["accuracy"][s]["all"] for v in variants
+                        if s in units.get(f"probe/{v.slug}", {}).get("accuracy", {})} for s, _ in PROBE_SETTINGS}
+
+    # Tables 5 and 6
+    table5 = code2nl_rows("code2nl", variants, units)
+    if table5:
+        lines += ["", "## Table 5: code-to-documentation generation (smoothed BLEU-4)", "", bleu_table(table5)]
+    table6 = code2nl_rows("unseen", variants, units)
+    if table6:
+        lines += ["", f"## Table 6: a language not in pre-training (`{cfg.unseen}`, smoothed BLEU-4)", "", bleu_table(table6)]
+    elif cfg.unseen is None:
+        lines += ["", "## Table 6", "", "Not run: pass `--unseen DIR`, a corpus of a language the models never saw (e.g. C#)."]
+
+    # Orderings
+    tasks = {"code search (macro MRR)": search_scores, "code-to-doc (overall BLEU)": {r["label"]: r["macro_bleu"] for r in table5},
+             "unseen language (BLEU)": {r["label"]: r["macro_bleu"] for r in table6}}
+    probing = {f"probing {title}": probe_scores[s] for s, title in PROBE_SETTINGS}
+    held = orderings(tasks) + orderings(probing, PROBING_ORDERINGS)
+    lines += ["", "## The paper's orderings", ""]
+    if held:
+        lines.append(format_table(["task", "claim", "better", "worse", "held"],
+                                  [[h["task"], h["claim"], f"{h['better']} {h['better_score']:.4f}", f"{h['worse']} {h['worse_score']:.4f}",
+                                    "yes" if h["held"] else "no"] for h in held]))
+        lines += ["", f"{sum(h['held'] for h in held)} of {len(held)} held."]
+    else:
+        lines.append("No pair of finished rows to compare yet.")
+
+    report = out / "report.md"
+    with atomic_write(report) as f:
+        f.write("\n".join(lines) + "\n")
+    everything = {"config": to_dict(cfg), "budget": to_dict(budget), "units": units, "orderings": held,
+                  "tables": {"table2": table2, "table5": table5, "table6": table6, "probing": probe_scores}}
+    figures_file = out / "figures.json"
+    with atomic_write(figures_file) as f:
+        f.write(json.dumps(everything, indent=2, default=str) + "\n")
+    return {"report": str(report), "figures": str(figures_file), "orderings_held": sum(h["held"] for h in held), "orderings": len(held)}
+
+
+def _num(value: Any) -> str:
+    return "–" if value is None else f"{value:.4f}"

@@ -1,0 +1,81 @@
+"""`codebert reproduce --scale tiny` end to end on the fixture corpus: every stage, the report, re-runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from codebert.cli import main as cli_main
+from conftest import CORPUS
+
+
+@pytest.fixture(scope="module")
+def reproduction(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce") / "run"
+    # The fixture corpus stands in for the unseen language too: the stage does not care which it is.
+    code = cli_main(["reproduce", "--scale", "tiny", "--data", str(CORPUS), "--out", str(out), "--unseen", str(CORPUS), "--no-progress"])
+    assert code == 0
+    return out
+
+
+def test_every_table_of_the_paper_is_in_the_report(reproduction):
+    report = (reproduction / "report.md").read_text()
+    for heading in ("## Pre-training", "## Table 2", "## Table 4", "## Table 5", "## Table 6", "## The paper's orderings"):
+        assert heading in report
+    table2 = report[report.index("## Table 2"):report.index("## Table 4")]
+    for row in ("BM25", "NBoW", "no pre-training", "code-only MLM", "| MLM |", "| RTD |", "MLM+RTD"):
+        assert row in table2
+    assert (reproduction / "pretrain_curves.png").stat().st_size > 1000
+    assert (reproduction / "search_curves_python.png").stat().st_size > 1000
+
+
+def test_figures_json_holds_every_unit_and_the_orderings(reproduction):
+    figures = json.loads((reproduction / "figures.json").read_text())
+    units = figures["units"]
+    assert {"tokenizer", "generators", "pretrain/mlm-rtd", "search/bm25", "search/mlm-rtd/python", "probe/mlm",
+            "code2nl/rtd", "unseen/none"} <= set(units)
+    assert all(u["seconds"] >= 0 for u in units.values())
+    assert units["pretrain/mlm"]["step"] == 20  # the tiny preset's steps
+    assert units["pretrain/code-only"]["step"] == 20
+    assert 0 <= units["search/mlm/python"]["python"] <= 1
+    claims = {(o["task"], o["claim"]) for o in figures["orderings"]}
+    assert ("code search (macro MRR)", "MLM+RTD beats MLM") in claims
+    for o in figures["orderings"]:
+        assert o["held"] == (o["better_score"] > o["worse_score"])
+
+
+def test_a_rerun_skips_finished_units_and_redoes_a_missing_one(reproduction, capsys):
+    final = reproduction / "pretrain" / "mlm" / "final" / "model.safetensors"
+    before = final.stat().st_mtime_ns
+    (reproduction / "figures" / "probe__mlm.json").unlink()
+    args = ["reproduce", "--scale", "tiny", "--data", str(CORPUS), "--out", str(reproduction), "--unseen", str(CORPUS),
+            "--no-progress", "--stages", "probe", "report"]
+    assert cli_main(args) == 0
+    printed = capsys.readouterr().out
+    assert "pretrain/mlm: done before, skipped" in printed
+    assert "probe/mlm: running" in printed
+    assert final.stat().st_mtime_ns == before
+    assert (reproduction / "figures" / "probe__mlm.json").is_file()
+
+
+def test_unselected_stages_are_skipped(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli_main(["reproduce", "--scale", "tiny", "--data", str(CORPUS), "--out", str(out), "--stages", "tokenizer", "report", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "tokenizer: running" in printed
+    assert "pretrain/mlm: stage pretrain not selected, skipped" in printed
+    assert not (out / "pretrain").exists()
+    assert "No pair of finished rows to compare yet." in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--scale", "huge"], "--scale"),
+    (["--stages", "pretrain", "dance"], "unknown dance"),
+    (["--unseen", "/no/such/folder"], "--unseen"),
+])
+def test_user_mistakes_are_reported_without_a_traceback(tmp_path, capsys, flags, words):
+    code = cli_main(["reproduce", "--data", str(CORPUS), "--out", str(tmp_path / "run"), *flags])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
