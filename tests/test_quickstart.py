@@ -48,3 +48,7 @@ def test_quickstart_makes_every_artefact(tmp_path, capsys):
     assert (tmp_path / "qs" / "generators" / "nl.npz").is_file()
     assert (tmp_path / "qs" / "search" / "best" / "search_model.json").is_file()
     assert (tmp_path / "qs" / "index" / "manifest.json").is_file()
+    report = (tmp_path / "qs" / "report.md").read_text()
+    assert "| pre-training (MLM+RTD) |" in report and "valid MRR" in report
+    assert report.count("`parse a date string`") == 1 and "1. `" in report  # the queries and their answers
+    assert "report     " in out

@@ -3,7 +3,8 @@
 No argument, no network. Stage by stage: extract a corpus from the standard library, train a
 tokenizer, fit the NL and code n-gram generators, pre-train a tiny MLM+RTD model for a bounded few
 minutes, fine-tune it as a bi-encoder for code search, index the same source tree with it and answer
-a few example queries, then say what was made and where.
+a few example queries, then write a report (OUT/report.md: each stage's figures and wall time, the
+queries' answers) and say what was made and where.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from codebert import generators as generators_stage
 from codebert import tokenizer as tokenizer_stage
 from codebert.config import load_config, option, read_preset
 from codebert.corpus import build
+from codebert.corpus.jsonl import atomic_write
 from codebert.errors import UserError
 
 
@@ -43,8 +45,22 @@ def stdlib_path() -> Path:
     return path
 
 
+class StageClock:
+    """Wall time of each stage, for the report."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = now - self.last
+        self.last = now
+
+
 def main(cfg: QuickstartConfig) -> dict[str, Any]:
     start = time.perf_counter()
+    clock = StageClock()
     source = cfg.source or stdlib_path()
     print(f"[1/7] corpus: extracting functions and docstrings from {source}", flush=True)
     corpus_cfg = build.ExtractConfig(
@@ -55,16 +71,19 @@ def main(cfg: QuickstartConfig) -> dict[str, Any]:
         raise UserError("; ".join(problems))
     corpus = build.main(corpus_cfg)
     print(build.render(corpus), flush=True)
+    clock.lap("corpus")
 
     print(f"\n[2/7] tokenizer: byte-level BPE with {cfg.vocab_size:,} tokens", flush=True)
     tok_cfg = tokenizer_stage.TrainTokenizerConfig(data=cfg.out / "corpus", out=cfg.out / "tokenizer", vocab_size=cfg.vocab_size)
     tok = tokenizer_stage.main(tok_cfg)
     print(tokenizer_stage.render(tok), flush=True)
+    clock.lap("tokenizer")
 
     print("\n[3/7] generators: bidirectional n-gram models of the docs and of the undocumented code", flush=True)
     gen_cfg = generators_stage.FitGeneratorsConfig(data=cfg.out / "corpus", tokenizer=cfg.out / "tokenizer", out=cfg.out / "generators")
     gen = generators_stage.fit_main(gen_cfg)
     print(generators_stage.fit_render(gen), flush=True)
+    clock.lap("generators")
 
     print(f"\n[4/7] pre-training: a tiny MLM+RTD model, {cfg.pretrain_steps} steps or {cfg.pretrain_minutes:g} minutes", flush=True)
     from codebert import pretrain  # imports torch: only now that it is needed
@@ -76,6 +95,7 @@ def main(cfg: QuickstartConfig) -> dict[str, Any]:
     }
     pre = pretrain.main(load_config(pretrain.PretrainConfig, read_preset("quickstart", "pretrain"), flags))
     print(pretrain.render(pre), flush=True)
+    clock.lap("pre-training")
 
     print(f"\n[5/7] code search: the model fine-tuned as a bi-encoder, {cfg.search_steps} steps or {cfg.search_minutes:g} minutes", flush=True)
     from codebert.search import finetune as search_finetune
@@ -84,12 +104,14 @@ def main(cfg: QuickstartConfig) -> dict[str, Any]:
              "max_steps": cfg.search_steps, "max_minutes": cfg.search_minutes, "progress": cfg.progress, "resume": "auto"}
     bi = search_finetune.main(load_config(search_finetune.SearchFinetuneConfig, read_preset("quickstart", "search"), flags))
     print(search_finetune.render(bi), flush=True)
+    clock.lap("code search")
 
     print(f"\n[6/7] index: every function of {source}", flush=True)
     from codebert import index as index_stage
 
     idx = index_stage.main(index_stage.IndexConfig(paths=[source], model=bi["out"], out=cfg.out / "index", progress=cfg.progress))
     print(index_stage.render(idx), flush=True)
+    clock.lap("index")
 
     print("\n[7/7] example queries", flush=True)
     answers = []
@@ -97,7 +119,8 @@ def main(cfg: QuickstartConfig) -> dict[str, Any]:
         found = index_stage.query_main(index_stage.QueryConfig(index=cfg.out / "index", text=text, k=3, snippet_lines=2))
         print(index_stage.query_render(found) + "\n", flush=True)
         answers.append({"query": text, "top": [f"{r['path']}:{r['start_line']} {r['name']}" for r in found["results"]]})
-    return {
+    clock.lap("example queries")
+    figures = {
         "out": str(cfg.out),
         "corpus": corpus["out"],
         "corpus_counts": corpus["counts"],
@@ -111,8 +134,48 @@ def main(cfg: QuickstartConfig) -> dict[str, Any]:
         "index": idx["out"],
         "indexed_functions": idx["functions"],
         "queries": answers,
+        "stage_seconds": {k: round(v, 1) for k, v in clock.seconds.items()},
         "seconds": round(time.perf_counter() - start, 1),
+        "source": str(source),
     }
+    figures["report"] = write_report(cfg.out / "report.md", figures, gen)
+    return figures
+
+
+def write_report(path: Path, figures: dict[str, Any], generators: dict[str, Any]) -> str:
+    """OUT/report.md: what each stage made, its main figures and wall time, and the queries' answers."""
+    counts = figures["corpus_counts"]
+    rates = generators["replaced_rate"]
+    lines = [
+        "# codebert quickstart",
+        "",
+        f"Source tree: `{figures['source']}`; {figures['seconds']:.0f} s in all.",
+        "",
+        "| stage | made | figures | wall time (s) |",
+        "|---|---|---|---:|",
+        f"| corpus | `{figures['corpus']}` | " + ", ".join(f"{lang}: {', '.join(f'{n:,} {s}' for s, n in c.items())}" for lang, c in counts.items())
+        + f" | {figures['stage_seconds']['corpus']:.1f} |",
+        f"| tokenizer | `{figures['tokenizer']}` | byte-level BPE | {figures['stage_seconds']['tokenizer']:.1f} |",
+        f"| generators | `{figures['generators']}` | replaced-token rate (what pre-training sees): NL "
+        f"{rates['nl_train_leave_one_out']:.3f}, code {rates['code_unimodal_leave_one_out']:.3f} | {figures['stage_seconds']['generators']:.1f} |",
+        f"| pre-training (MLM+RTD) | `{figures['model']}` | valid MLM accuracy {figures['valid_mlm_acc']:.3f}, RTD accuracy "
+        f"{figures['valid_rtd_acc']:.3f} | {figures['stage_seconds']['pre-training']:.1f} |",
+        f"| bi-encoder fine-tuning | `{figures['search_model']}` | valid MRR {figures['search_valid_mrr']:.3f} "
+        f"(groups of up to 1,000 candidates) | {figures['stage_seconds']['code search']:.1f} |",
+        f"| index | `{figures['index']}` | {figures['indexed_functions']:,} functions | {figures['stage_seconds']['index']:.1f} |",
+        "",
+        "## Example queries",
+    ]
+    for answer in figures["queries"]:
+        lines += ["", f"`{answer['query']}`", ""]
+        lines += [f"{rank}. `{hit}`" for rank, hit in enumerate(answer["top"], 1)] or ["(no result)"]
+    lines += ["", "## Next", "", f"- search: `codebert query {figures['index']} \"your question\"`",
+              f"- the page and the API: `codebert serve {figures['index']}`, then open http://127.0.0.1:8000/",
+              f"- learning curves: `codebert plot {Path(figures['model']).parent}`",
+              "- the paper's tables at a chosen scale: `codebert reproduce --scale tiny|small|base --data CORPUS --out DIR`"]
+    with atomic_write(path) as f:
+        f.write("\n".join(lines) + "\n")
+    return str(path)
 
 
 def render(figures: dict[str, Any]) -> str:
@@ -128,6 +191,7 @@ def render(figures: dict[str, Any]) -> str:
             f"  curves     codebert plot {Path(figures['model']).parent}",
             f"  search     {figures['search_model']}   (bi-encoder; valid MRR {figures['search_valid_mrr']:.3f})",
             f"  index      {figures['index']}   ({figures['indexed_functions']:,} functions)",
+            f"  report     {figures['report']}",
             "",
             f"Search it:  codebert query {figures['index']} \"how to parse a memory string\"",
             f"Serve it:   codebert serve {figures['index']}   then open http://127.0.0.1:8000/",
