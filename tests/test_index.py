@@ -116,3 +116,71 @@ def test_user_mistakes_are_one_line_errors(tree, tiny_model_dir, tmp_path, capsy
     shutil.copytree(tiny_model_dir, other)
     assert cli_main(["index", str(tree), "--model", str(other), "--out", str(tmp_path / "idx"), "--no-progress"]) == 2
     assert "was built with" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def cross_encoder_dir(tmp_path_factory, tiny_model_dir):
+    """A cross-encoder fine-tuned for a few steps from the tiny checkpoint."""
+    from codebert.config import read_preset
+    from codebert.search import finetune
+    from conftest import CORPUS
+
+    out = tmp_path_factory.mktemp("cross") / "run"
+    finetune.main(load_config(finetune.SearchFinetuneConfig, read_preset("tiny", "search"), {
+        "model": str(tiny_model_dir), "data": str(CORPUS), "out": str(out), "mode": "cross", "max_steps": "3",
+        "valid_examples": "8", "progress": "false"}))
+    return out / "best"
+
+
+def test_rerank_reorders_the_vector_candidates_by_the_cross_encoder(tree, tiny_model_dir, cross_encoder_dir, tmp_path):
+    build([tree], tiny_model_dir, tmp_path / "idx")
+    flags = {"index": str(tmp_path / "idx"), "text": "parse a memory string", "threads": "1"}
+    plain = index_mod.query_main(load_config(index_mod.QueryConfig, None, {**flags, "k": "8"}))["results"]
+    reranked = index_mod.query_main(load_config(index_mod.QueryConfig, None, {
+        **flags, "k": "3", "rerank": str(cross_encoder_dir), "rerank_k": "8"}))["results"]
+    assert len(reranked) == 3
+    assert {h["id"] for h in reranked} <= {h["id"] for h in plain}  # re-ordered from the vector top 8
+    assert all(h["tokens"] for h in reranked)  # the code tokens the cross-encoder reads
+    scores = [h["score"] for h in reranked]
+    assert scores == sorted(scores, reverse=True)
+    by_id = {h["id"]: h["score"] for h in plain}
+    assert all(h["vector_score"] == pytest.approx(by_id[h["id"]]) for h in reranked)
+    # The cross-encoder's own scores, recomputed pair by pair, give the same top 3.
+    reranker = index_mod.Reranker(str(cross_encoder_dir))
+    again = reranker.rerank("parse a memory string", [dict(h) for h in plain])
+    assert [h["id"] for h in again[:3]] == [h["id"] for h in reranked]
+
+
+def test_rerank_needs_a_cross_encoder(tree, tiny_model_dir, tmp_path, capsys):
+    build([tree], tiny_model_dir, tmp_path / "idx")
+    assert cli_main(["query", str(tmp_path / "idx"), "parse", "--rerank", str(tiny_model_dir)]) == 2
+    assert "not a fine-tuned cross-encoder" in capsys.readouterr().err
+
+
+def test_a_bert_style_sentence_transformers_folder_indexes_too(tree, tmp_path):
+    """Not only RoBERTa: a BERT-style folder with its own tokenizer, special tokens and pooling file."""
+    import torch
+    from transformers import AutoModel, BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path / "minibert"
+    words = sorted({w for p in tree.rglob("*.*") for w in p.read_text().lower().replace("(", " ").split() if w.isalpha()})
+    folder.mkdir()
+    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words[:500]]) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=505, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)).save_pretrained(folder)
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False}))
+    figures = build([tree], folder, tmp_path / "idx")
+    assert figures["functions"] > 20
+    hits = index_mod.query_main(load_config(index_mod.QueryConfig, None, {
+        "index": str(tmp_path / "idx"), "text": "parse memory", "k": "3", "threads": "1"}))["results"]
+    assert len(hits) == 3
+    # The query vector is the model's mean-pooled, normalised output over [CLS] query [SEP].
+    encoder = TextEncoder(folder)
+    tokenizer = BertTokenizerFast.from_pretrained(folder)
+    batch = tokenizer(["parse memory"], return_tensors="pt")
+    with torch.no_grad():
+        hidden = AutoModel.from_pretrained(folder)(**batch).last_hidden_state[0]
+    expected = hidden.mean(0) / hidden.mean(0).norm()
+    assert np.allclose(encoder.encode_queries(["parse memory"])[0], expected.numpy(), atol=1e-5)

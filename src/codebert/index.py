@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS files (
     id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, root TEXT NOT NULL, language TEXT NOT NULL, sha256 TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS functions (
     id INTEGER PRIMARY KEY, file_id INTEGER NOT NULL REFERENCES files(id), name TEXT NOT NULL, language TEXT NOT NULL,
-    start_line INTEGER NOT NULL, end_line INTEGER NOT NULL, text TEXT NOT NULL);
+    start_line INTEGER NOT NULL, end_line INTEGER NOT NULL, text TEXT NOT NULL,
+    tokens TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS functions_file ON functions(file_id);
 """
 
@@ -113,6 +114,8 @@ class IndexStore:
         self.db = sqlite3.connect(f"file:{folder / f'meta-{g}.sqlite'}?mode=ro", uri=True, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
         self.faiss = faiss.read_index(str(folder / f"faiss-{g}.index"))
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(functions)")}
+        self._tokens = "f.tokens" if "tokens" in columns else "'' AS tokens"  # an index made before --rerank
 
     def search(self, vector: np.ndarray, k: int, language: str | None = None) -> list[dict[str, Any]]:
         """Top-k functions by cosine similarity, optionally of one language only."""
@@ -134,7 +137,7 @@ class IndexStore:
             return {}
         marks = ",".join("?" * len(ids))
         rows = self.db.execute(
-            f"SELECT f.id, f.name, f.language, f.start_line, f.end_line, f.text, files.path, files.root "
+            f"SELECT f.id, f.name, f.language, f.start_line, f.end_line, f.text, {self._tokens}, files.path, files.root "
             f"FROM functions f JOIN files ON files.id = f.file_id WHERE f.id IN ({marks})", ids).fetchall()
         return {row["id"]: dict(row) for row in rows}
 
@@ -180,6 +183,8 @@ def main(cfg: IndexConfig) -> dict[str, Any]:
         shutil.copyfile(out / f"meta-{old_g}.sqlite", db_path)
     db = sqlite3.connect(db_path)
     db.executescript(SCHEMA)
+    if "tokens" not in {row[1] for row in db.execute("PRAGMA table_info(functions)")}:
+        db.execute("ALTER TABLE functions ADD COLUMN tokens TEXT NOT NULL DEFAULT ''")  # an index made before --rerank
 
     reasons: Counter = Counter()
     languages = tuple(cfg.languages) if cfg.languages else tuple(sorted(SPECS))
@@ -210,8 +215,9 @@ def main(cfg: IndexConfig) -> dict[str, Any]:
         for fn in functions:
             if not fn.code_tokens:
                 continue
-            row = db.execute("INSERT INTO functions(file_id, name, language, start_line, end_line, text) VALUES (?, ?, ?, ?, ?, ?)",
-                             (cursor.lastrowid, fn.name, src.language, fn.start_line, fn.end_line, fn.code))
+            # tokens: the code as the search fine-tuning read it (code tokens, no docs), for --rerank.
+            row = db.execute("INSERT INTO functions(file_id, name, language, start_line, end_line, text, tokens) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (cursor.lastrowid, fn.name, src.language, fn.start_line, fn.end_line, fn.code, " ".join(fn.code_tokens)))
             new_rows.append(row.lastrowid)
             texts.append(function_text(fn, cfg.include_docs))
 
@@ -275,12 +281,16 @@ class QueryConfig:
     k: int = option(10, "results to show")
     language: str | None = option(None, "only results in this language")
     snippet_lines: int = option(6, "lines of each function to show")
+    rerank: str | None = option(None, "cross-encoder folder (`search finetune --mode cross`) that re-orders the top --rerank-k")
+    rerank_k: int = option(50, "candidates the cross-encoder re-scores (at least -k)")
     threads: int = option(0, "CPU threads for torch (0: torch's default)")
 
     def validate(self) -> list[str]:
         problems = []
         if not 1 <= self.k <= 1000:
             problems.append("-k/--k: must be in [1, 1000]")
+        if not 1 <= self.rerank_k <= 1000:
+            problems.append("--rerank-k: must be in [1, 1000]")
         if not self.text.strip():
             problems.append("the query is empty")
         if len(self.text) > 2000:
@@ -311,9 +321,13 @@ def query_main(cfg: QueryConfig) -> dict[str, Any]:
     started = time.perf_counter()
     encoder = TextEncoder(store.manifest["model"], threads=cfg.threads)
     load_seconds = time.perf_counter() - started
+    reranker = Reranker(cfg.rerank, cfg.threads) if cfg.rerank else None
     t0 = time.perf_counter()
     vector = encoder.encode_queries([cfg.text])[0]
-    results = store.search(vector, cfg.k, cfg.language)
+    if reranker is None:
+        results = store.search(vector, cfg.k, cfg.language)
+    else:
+        results = reranker.rerank(cfg.text, store.search(vector, max(cfg.k, cfg.rerank_k), cfg.language))[: cfg.k]
     latency = time.perf_counter() - t0
     terms = highlight_terms(cfg.text)
     for r in results:
@@ -321,6 +335,39 @@ def query_main(cfg: QueryConfig) -> dict[str, Any]:
         r["snippet_lines"] = cfg.snippet_lines
     return {"query": cfg.text, "results": results, "latency_ms": 1000 * latency, "load_seconds": load_seconds,
             "functions": store.manifest["functions"]}
+
+
+class Reranker:
+    """The paper's cross-encoder re-scoring the vector search's candidates, pair by pair."""
+
+    def __init__(self, model: str, threads: int = 0):
+        import torch
+
+        from codebert.search.models import SearchSpec, load_cross_encoder
+        from codebert.tokenizer import load_tokenizer
+
+        spec = SearchSpec.read(model)
+        if spec is None or spec.mode != "cross":
+            raise UserError(f"--rerank {model}: not a fine-tuned cross-encoder (search_model.json with mode cross)")
+        if threads:
+            torch.set_num_threads(threads)
+        self.model, self.tokenizer, self.max_length = load_cross_encoder(model).eval(), load_tokenizer(model), spec.max_length
+
+    def rerank(self, query: str, candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Candidates re-ordered by the positive-class logit of (query, code tokens); `score` becomes that
+        logit and the vector score is kept as `vector_score`."""
+        from codebert.search.data import SearchExamples
+        from codebert.search.evaluate import CrossScorer
+
+        if not candidates:
+            return []
+        codes = [c["tokens"] or " ".join(c["text"].split()) for c in candidates]  # indexes made before tokens were kept
+        examples = SearchExamples([query], codes, [""] * len(codes), [c["language"] for c in candidates])
+        scorer = CrossScorer(self.model, self.tokenizer, examples, self.max_length, 64, next(self.model.parameters()).device)
+        scores = scorer.score(np.array([0]), np.arange(len(codes)))[0]
+        for candidate, score in zip(candidates, scores):
+            candidate["vector_score"], candidate["score"] = candidate["score"], float(score)
+        return sorted(candidates, key=lambda c: -c["score"])
 
 
 def query_render(figures: dict[str, Any]) -> str:
