@@ -79,3 +79,28 @@ def test_user_mistakes_are_reported_without_a_traceback(tmp_path, capsys, flags,
     assert code == 2
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err
+
+
+def test_two_processes_with_torchrun_share_the_units(tmp_path):
+    """Training units run on both processes (DDP), the others on the first; every unit ends on a barrier."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from codebert.config import PRESETS_DIR
+
+    preset = yaml.safe_load((PRESETS_DIR / "tiny.yaml").read_text())
+    preset["reproduce"].update(variants=["none", "mlm"], baselines=["bm25"])
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(preset))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29541", "-m", "codebert",
+           "reproduce", "--scale", str(tmp_path / "two.yaml"), "--data", str(CORPUS), "--out", str(tmp_path / "run"),
+           "--stages", "tokenizer", "pretrain", "search", "report", "--no-progress"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("pretrain/mlm: running") == 1  # progress is printed by the first process only
+    figures = json.loads((tmp_path / "run" / "figures.json").read_text())
+    assert figures["units"]["pretrain/mlm"]["step"] == 20
+    assert {r["label"] for r in figures["tables"]["table2"]} == {"BM25", "no pre-training", "MLM"}

@@ -221,7 +221,10 @@ def _stage_config(cls: type, scale: str, section: str | None, flags: dict[str, A
 def main(cfg: ReproduceConfig) -> dict[str, Any]:
     from transformers.utils import logging as hf_logging
 
+    from codebert.train_loop import setup_distributed
+
     hf_logging.disable_progress_bar()
+    setup_distributed()  # under torchrun: join the group now, so that every unit can end on a barrier
     budget = load_config(Budget, read_preset(cfg.scale, "reproduce"))
     variants = variants_of(budget, cfg.init)
     languages = cfg.languages or sorted(corpus_files(cfg.data))
