@@ -33,6 +33,12 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join([line(headers), "|" + "|".join(rule) + "|", *(line(row) for row in cells)])
 
 
+def duration(seconds: float) -> str:
+    """h:mm:ss, for wall times in reports and progress lines."""
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
 def json_line(figures: dict[str, Any]) -> str:
     """The one-line JSON object that `--json` prints last."""
     return json.dumps(figures, sort_keys=True, default=str)

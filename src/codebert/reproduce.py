@@ -34,6 +34,7 @@ from typing import Any, Callable, Literal
 from codebert.config import load_config, option, read_preset, resolve_preset
 from codebert.corpus.jsonl import atomic_write, corpus_files
 from codebert.errors import UserError
+from codebert.report import duration
 
 log = logging.getLogger(__name__)
 
@@ -150,16 +151,15 @@ class Runner:
 
     def run(self, unit: str, stage: str, work: Callable[[], dict[str, Any]], distributed: bool = False) -> dict[str, Any] | None:
         """Run `work` unless its figures exist or its stage is not selected; return its figures."""
-        self.done += 1
         known = self.finished(unit)
         if known is not None:
             self.figures[unit] = known
-            self._say(f"{unit}: done before, skipped")
+            self.say(f"{unit}: done before, skipped")
             return known
         if stage not in self.cfg.stages:
-            self._say(f"{unit}: stage {stage} not selected, skipped")
+            self.say(f"{unit}: stage {stage} not selected, skipped")
             return None
-        self._say(f"{unit}: running")
+        self.say(f"{unit}: running")
         start = time.perf_counter()
         figures: dict[str, Any] = {}
         if distributed or self.rank == 0:
@@ -176,15 +176,17 @@ class Runner:
         self.ran += 1
         return figures
 
-    def _say(self, text: str) -> None:
+    def say(self, text: str) -> None:
+        """One progress line for the next unit: its number, what happens to it, time so far and left."""
+        self.done += 1
         if self.rank != 0:
             return
         elapsed = time.perf_counter() - self.started
         eta = ""
         if self.ran:
             # Units differ in cost; the mean of those run so far is a rough guide, said as such.
-            eta = f", about {_duration(self.spent / self.ran * (self.total - self.done))} left at the pace so far"
-        print(f"[{self.done}/{self.total}] {text} ({_duration(elapsed)} elapsed{eta})", flush=True)
+            eta = f", about {duration(self.spent / self.ran * (self.total - self.done))} left at the pace so far"
+        print(f"[{self.done}/{self.total}] {text} ({duration(elapsed)} elapsed{eta})", flush=True)
 
     def _barrier(self) -> None:
         if self.world > 1:
@@ -204,11 +206,6 @@ def _plain(figures: dict[str, Any]) -> dict[str, Any]:
             value = str(value)
         out[key] = value
     return out
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 # ----------------------------------------------------------------------------------------- stages
@@ -245,7 +242,7 @@ def main(cfg: ReproduceConfig) -> dict[str, Any]:
     if needs_generators:
         runner.run("generators", "generators", lambda: _generators(cfg, tokenizer, generators, languages))
     else:
-        runner.done += 1
+        runner.say("generators: no RTD variant, not needed")
 
     # 3. pre-training
     models: dict[str, str] = {}
@@ -287,11 +284,10 @@ def main(cfg: ReproduceConfig) -> dict[str, Any]:
 
     # 7. the report
     figures: dict[str, Any] = {}
-    if runner.rank == 0:
+    runner.say("report" if "report" in cfg.stages else "report: stage not selected, skipped")
+    if runner.rank == 0 and "report" in cfg.stages:
         from codebert import reproduce_report
 
-        runner.done += 1
-        runner._say("report")
         figures = reproduce_report.write(cfg, budget, variants, languages, runner.figures, started)
     return figures
 

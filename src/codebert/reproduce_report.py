@@ -17,7 +17,7 @@ from typing import Any
 from codebert.config import to_dict
 from codebert.corpus.jsonl import atomic_write
 from codebert.errors import UserError
-from codebert.report import format_table
+from codebert.report import duration, format_table
 from codebert.search.table import LANGUAGE_ORDER, markdown_table
 
 # The paper's relative claims, as (better, worse, claim). Fine-tuned tasks: Tables 2, 5 and 6 all
@@ -42,11 +42,6 @@ PROBE_SETTINGS = [("pl", "PL (2 choices)"), ("pl_preceding", "PL, preceding cont
 
 def _ordered(languages: list[str]) -> list[str]:
     return sorted(languages, key=lambda l: (l not in LANGUAGE_ORDER, LANGUAGE_ORDER.index(l) if l in LANGUAGE_ORDER else 0, l))
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def search_rows(budget, variants, languages: list[str], units: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -145,8 +140,8 @@ def write(cfg, budget, variants, languages: list[str], units: dict[str, dict[str
         "",
         "## Wall time per unit",
         "",
-        format_table(["unit", "wall time"], [[k, _duration(v.get("seconds", 0))] for k, v in units.items()]
-                     + [["all units", _duration(sum(v.get("seconds", 0) for v in units.values()))]]),
+        format_table(["unit", "wall time"], [[k, duration(v.get("seconds", 0))] for k, v in units.items()]
+                     + [["all units", duration(sum(v.get("seconds", 0) for v in units.values()))]]),
     ]
 
     # Pre-training
@@ -156,7 +151,7 @@ def write(cfg, budget, variants, languages: list[str], units: dict[str, dict[str
         f = units.get(f"pretrain/{v.slug}")
         if f is None:
             continue
-        rows.append([v.name, int(f.get("step", 0)), _num(f.get("valid_mlm_acc")), _num(f.get("valid_rtd_acc")), _duration(f.get("seconds", 0))])
+        rows.append([v.name, int(f.get("step", 0)), _num(f.get("valid_mlm_acc")), _num(f.get("valid_rtd_acc")), duration(f.get("seconds", 0))])
     lines += ["", "## Pre-training", "", format_table(["variant", "steps", "valid MLM accuracy", "valid RTD accuracy", "wall time"], rows)]
     curves = _plot([out / "pretrain" / v.slug for v in trained], [v.name for v in trained], ["mlm_loss", "rtd_loss", "valid_mlm_acc", "valid_rtd_acc"],
                    out / "pretrain_curves.png")
