@@ -73,6 +73,7 @@ def test_unselected_stages_are_skipped(tmp_path, capsys):
     (["--scale", "huge"], "--scale"),
     (["--stages", "pretrain", "dance"], "unknown dance"),
     (["--unseen", "/no/such/folder"], "--unseen"),
+    (["--variants", "mlm", "bert"], "unknown bert"),
 ])
 def test_user_mistakes_are_reported_without_a_traceback(tmp_path, capsys, flags, words):
     code = cli_main(["reproduce", "--data", str(CORPUS), "--out", str(tmp_path / "run"), *flags])

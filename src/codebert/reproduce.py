@@ -50,6 +50,8 @@ class ReproduceConfig:
     init: str | None = option(None, "also pre-train from this checkpoint folder (roberta-base, codebert-base, ours): the init=checkpoint rows")
     unseen: Path | None = option(None, "corpus folder of a language not in pre-training (e.g. C#) for Table 6; none: Table 6 is skipped")
     languages: list[str] = option([], "languages of --data to use (empty: all in the corpus)")
+    variants: list[str] = option([], "only these pre-training variants (empty: the scale's); e.g. to share the work between "
+                                     "two processes or machines writing the same --out")
     stages: list[str] = option(STAGES, "stages to run; the others are skipped (their finished units still enter the report)")
     threads: int = option(0, "CPU threads for torch (0: torch's default)")
     progress: bool = option(True, "show progress bars")
@@ -63,6 +65,9 @@ class ReproduceConfig:
         unknown = sorted(set(self.stages) - set(STAGES))
         if unknown:
             problems.append(f"--stages: unknown {', '.join(unknown)} (stages: {', '.join(STAGES)})")
+        unknown = sorted(set(self.variants) - set(OBJECTIVES))
+        if unknown:
+            problems.append(f"--variants: unknown {', '.join(unknown)} (variants: {', '.join(OBJECTIVES)})")
         if self.init is not None and Path(self.init).exists() and not (Path(self.init) / "config.json").is_file():
             problems.append(f"--init {self.init}: not a model folder (no config.json)")
         try:
@@ -223,6 +228,8 @@ def main(cfg: ReproduceConfig) -> dict[str, Any]:
     hf_logging.disable_progress_bar()
     setup_distributed()  # under torchrun: join the group now, so that every unit can end on a barrier
     budget = load_config(Budget, read_preset(cfg.scale, "reproduce"))
+    if cfg.variants:
+        budget.variants = cfg.variants
     variants = variants_of(budget, cfg.init)
     languages = cfg.languages or sorted(corpus_files(cfg.data))
     if not languages:
