@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -132,15 +133,18 @@ def variants_of(budget: Budget, init: str | None) -> list[Variant]:
 class Runner:
     """Runs units in order, skipping finished ones, timing each, and keeping their figures."""
 
-    def __init__(self, cfg: ReproduceConfig, total: int):
-        self.cfg, self.total, self.done = cfg, total, 0
+    def __init__(self, cfg: ReproduceConfig, plan: dict[str, int]):
+        self.cfg = cfg
+        self.plan = plan  # units per stage, for the progress line and the time left
+        self.total = sum(plan.values())
+        self.seen: Counter[str] = Counter()  # units met so far per stage (the one running included)
+        self.settled: Counter[str] = Counter()  # units finished, skipped or done before, per stage
+        self.timed: dict[str, list[float]] = defaultdict(list)  # seconds of the units run per stage
         self.figures_dir = cfg.out / "figures"
         self.figures: dict[str, dict[str, Any]] = {}
         self.rank = int(os.environ.get("RANK", "0"))
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.started = time.perf_counter()
-        self.spent = 0.0  # seconds of the units run by this invocation (for the ETA)
-        self.ran = 0
 
     def path(self, unit: str) -> Path:
         return self.figures_dir / f"{unit.replace('/', '__')}.json"
@@ -156,12 +160,15 @@ class Runner:
 
     def run(self, unit: str, stage: str, work: Callable[[], dict[str, Any]], distributed: bool = False) -> dict[str, Any] | None:
         """Run `work` unless its figures exist or its stage is not selected; return its figures."""
+        self.seen[stage] += 1
         known = self.finished(unit)
         if known is not None:
             self.figures[unit] = known
+            self.settled[stage] += 1
             self.say(f"{unit}: done before, skipped")
             return known
         if stage not in self.cfg.stages:
+            self.settled[stage] += 1
             self.say(f"{unit}: stage {stage} not selected, skipped")
             return None
         self.say(f"{unit}: running")
@@ -177,21 +184,28 @@ class Runner:
             with atomic_write(self.path(unit)) as f:
                 f.write(json.dumps(figures, indent=2, default=str) + "\n")
         self.figures[unit] = figures
-        self.spent += seconds
-        self.ran += 1
+        self.timed[stage].append(seconds)
+        self.settled[stage] += 1
         return figures
 
+    def time_left(self) -> str:
+        """Units of a stage cost alike (different variants, same work): the mean of a stage's units run
+        so far times its units still to come, summed over the stages timed; the others are named."""
+        left = {stage: self.plan[stage] - self.settled[stage] for stage in self.plan}
+        seconds = sum(n * sum(self.timed[s]) / len(self.timed[s]) for s, n in left.items() if n > 0 and self.timed[s])
+        untimed = [s for s, n in left.items() if n > 0 and not self.timed[s] and s in self.cfg.stages]
+        text = f"about {duration(seconds)} left" if seconds else ""
+        if untimed:
+            text += ("; " if text else "") + f"not timed yet: {', '.join(untimed)}"
+        return text
+
     def say(self, text: str) -> None:
-        """One progress line for the next unit: its number, what happens to it, time so far and left."""
-        self.done += 1
+        """One progress line: the unit's number, what happens to it, time so far and time left."""
         if self.rank != 0:
             return
-        elapsed = time.perf_counter() - self.started
-        eta = ""
-        if self.ran:
-            # Units differ in cost; the mean of those run so far is a rough guide, said as such.
-            eta = f", about {duration(self.spent / self.ran * (self.total - self.done))} left at the pace so far"
-        print(f"[{self.done}/{self.total}] {text} ({duration(elapsed)} elapsed{eta})", flush=True)
+        left = self.time_left()
+        done = sum(self.seen.values())
+        print(f"[{done}/{self.total}] {text} ({duration(time.perf_counter() - self.started)} elapsed{', ' + left if left else ''})", flush=True)
 
     def _barrier(self) -> None:
         if self.world > 1:
@@ -236,20 +250,19 @@ def main(cfg: ReproduceConfig) -> dict[str, Any]:
         raise UserError(f"--data {cfg.data}: no language folders with CodeSearchNet files")
     cfg.out.mkdir(parents=True, exist_ok=True)
     common = {"threads": cfg.threads or None, "progress": cfg.progress}
-    search_units = len(budget.baselines) + len(variants) * (len(languages) if budget.search_per_language else 1)
-    total = 2 + len(variants) * 3 + search_units + 1 + (len(variants) if cfg.unseen else 0) + 1
-    runner = Runner(cfg, total)
+    needs_generators = any(v.objective in ("rtd", "mlm+rtd") for v in variants)
+    plan = {"tokenizer": 1, "generators": int(needs_generators), "pretrain": len(variants),
+            "search": len(budget.baselines) + len(variants) * (len(languages) if budget.search_per_language else 1),
+            "probe": 1 + len(variants), "code2nl": len(variants), "unseen": len(variants) if cfg.unseen else 0}
+    runner = Runner(cfg, plan)
     started = datetime.now(timezone.utc)
 
     # 1-2. tokenizer and generators
     tokenizer = Path(cfg.init) if cfg.init else cfg.out / "tokenizer"
     runner.run("tokenizer", "tokenizer", lambda: _tokenizer(cfg, tokenizer))
     generators = cfg.out / "generators"
-    needs_generators = any(v.objective in ("rtd", "mlm+rtd") for v in variants)
     if needs_generators:
         runner.run("generators", "generators", lambda: _generators(cfg, tokenizer, generators, languages))
-    else:
-        runner.say("generators: no RTD variant, not needed")
 
     # 3. pre-training
     models: dict[str, str] = {}
