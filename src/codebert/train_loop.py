@@ -3,7 +3,8 @@
 Nothing in this file knows about CodeBERT. The caller brings a model, a `loss_fn(model, batch)`
 returning a dict with a "loss" tensor (other entries are logged), an endless batch stream with
 `state_dict()` / `load_state_dict()`, a `save_model(model, folder)` that writes a self-describing
-folder, and any other stateful objects (e.g. a masking RNG) whose state must survive a restart.
+folder (with `load_model(model, folder)` to read it back when its keys are not the model's own),
+and any other stateful objects (e.g. a masking RNG) whose state must survive a restart.
 
 Checkpoints: `<out>/step-00000100/` holds what `save_model` writes, the resolved run config and
 `training_state.pt` (optimizer, scheduler, every RNG, the batch stream's position, the stateful
@@ -201,6 +202,29 @@ def linear_schedule(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
+    """Load `weights` into `model`, every parameter accounted for (a one-line error otherwise).
+
+    Tied weights are stored once, so a key may be missing when the parameter it names is the very
+    object another, loaded key names; anything else missing or left over means a different model.
+    """
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    state = model.state_dict(keep_vars=True)
+    loaded = {id(state[k]) for k in weights if k in state}
+    tied_keys = getattr(model, "_tied_weights_keys", None) or {}
+    real_missing = [k for k in missing if id(state[k]) not in loaded and k not in tied_keys]
+    if real_missing or unexpected:
+        raise UserError(f"{source}: checkpoint does not match the model (missing {real_missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def load_folder_weights(model: torch.nn.Module, folder: Path) -> None:
+    """Every safetensors file of `folder`, under the model's own state-dict keys."""
+    weights: dict[str, torch.Tensor] = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        weights.update(load_file(file))
+    load_weights(model, weights, folder)
+
+
 class Trainer:
     def __init__(
         self,
@@ -210,6 +234,7 @@ class Trainer:
         batches: Any,
         out: Path,
         save_model: Callable[[torch.nn.Module, Path], None],
+        load_model: Callable[[torch.nn.Module, Path], None] | None = None,
         evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
         stateful: dict[str, Any] | None = None,
         run_config: dict[str, Any] | None = None,
@@ -218,6 +243,9 @@ class Trainer:
     ):
         self.cfg, self.loss_fn, self.batches, self.out = cfg, loss_fn, batches, out
         self.save_model, self.evaluate = save_model, evaluate
+        # Reads back, on resume, the weights save_model wrote; the default suits a model saved
+        # with its own state-dict keys (save_pretrained of the trained module itself).
+        self.load_model = load_model or load_folder_weights
         self.stateful = stateful or {}
         self.run_config = run_config or {}
         self.dist, self.device = dist_info, device
@@ -273,14 +301,7 @@ class Trainer:
             shutil.rmtree(old, ignore_errors=True)
 
     def load_checkpoint(self, path: Path) -> None:
-        weights = {}
-        for file in sorted(path.glob("*.safetensors")):
-            weights.update(load_file(file))
-        missing, unexpected = self.model.load_state_dict(weights, strict=False)
-        # Tied weights are stored once; anything else missing means a different model.
-        real_missing = [k for k in missing if k not in getattr(self.model, "_tied_weights_keys", {})]
-        if real_missing or unexpected:
-            raise UserError(f"{path}: checkpoint does not match the model (missing {real_missing[:3]}, unexpected {unexpected[:3]})")
+        self.load_model(self.model, path)
         # weights_only: the state holds tensors, numbers and strings, never code to run.
         state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from codebert.config import option, to_dict
 from codebert.errors import UserError
@@ -32,7 +33,7 @@ from codebert.search.models import (
     Mode, Pooling, SearchSpec, cross_inputs, info_nce, load_bi_encoder, load_cross_encoder, save_bi_encoder, single_inputs,
 )
 from codebert.tokenizer import load_tokenizer
-from codebert.train_loop import LoopConfig, Trainer, seed_everything, setup_distributed, steps_for_epochs
+from codebert.train_loop import LoopConfig, Trainer, load_weights, seed_everything, setup_distributed, steps_for_epochs
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +256,8 @@ def main(cfg: SearchFinetuneConfig) -> dict[str, Any]:
             m.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
             spec.save(folder)
+
+        load_model = None  # saved under its own keys: the loop's default reads it back
     else:
         model = load_bi_encoder(cfg.model, cfg.pooling, from_scratch=cfg.from_scratch, dropout=cfg.dropout)
         hard = bm25_hard_negatives(train_examples) if cfg.hard_negatives else None
@@ -280,11 +283,15 @@ def main(cfg: SearchFinetuneConfig) -> dict[str, Any]:
             save_bi_encoder(m, folder, spec)
             tokenizer.save_pretrained(folder)
 
+        def load_model(m, folder: Path) -> None:
+            # The folder is the encoder's own (a RobertaModel folder), the wrapper has no weights.
+            load_weights(m, {f"encoder.{k}": v for k, v in load_file(str(folder / "model.safetensors")).items()}, folder)
+
     batches = BucketedBatches(corpus, cfg.batch_size, cfg.max_length, cfg.seed, dist_info.rank, dist_info.world, collate_fn=collate_fn)
     steps = cfg.max_steps or steps_for_epochs(cfg.epochs, batches.batches_per_epoch(), cfg.grad_accumulation)
     loop = dataclasses.replace(cfg, max_steps=steps, best_metric=best)
     log.info("%d training examples, %d steps (%.2f epochs)", len(corpus), steps, steps * cfg.grad_accumulation / batches.batches_per_epoch())
-    trainer = Trainer(loop, model, loss_fn, batches, cfg.out, save_model, evaluate=evaluate,
+    trainer = Trainer(loop, model, loss_fn, batches, cfg.out, save_model, load_model=load_model, evaluate=evaluate,
                       run_config=to_dict(loop), dist_info=dist_info, device=device)
     figures = trainer.fit(cfg.resume)
     figures.update(out=str(cfg.out / "best"), examples=len(corpus), mode=cfg.mode, steps_planned=steps)

@@ -1,0 +1,74 @@
+"""Every fine-tuning (bi-encoder, cross-encoder, code-to-doc) killed mid-run resumes to the same model.
+
+Each saves its checkpoints in its own layout (an encoder folder, a classifier folder, an encoder
+folder plus a decoder file); resuming must read that layout back, not only the pre-training one.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from codebert import code2nl
+from codebert.config import load_config, read_preset
+from codebert.pretrain_data import BucketedBatches
+from codebert.search import finetune
+
+from conftest import CORPUS
+
+FLAGS = {"max_steps": "6", "save_every": "2", "eval_every": "3", "log_every": "1", "progress": "false", "threads": "1"}
+
+
+def search_config(model, out, mode):
+    flags = {"model": str(model), "data": str(CORPUS), "out": str(out), "mode": mode, **FLAGS}
+    return load_config(finetune.SearchFinetuneConfig, read_preset("tiny", "search"), flags)
+
+
+def code2nl_config(model, out, _mode):
+    flags = {"model": str(model), "data": str(CORPUS), "out": str(out), **FLAGS}
+    return load_config(code2nl.Code2nlFinetuneConfig, read_preset("tiny", "code2nl"), flags)
+
+
+RUNS = {
+    "bi": (finetune.main, search_config),
+    "cross": (finetune.main, search_config),
+    "code2nl": (code2nl.finetune_main, code2nl_config),
+}
+
+
+def weights(folder):
+    found = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        found.update({f"{file.name}:{k}": v for k, v in load_file(str(file)).items()})
+    return found
+
+
+@pytest.mark.parametrize("kind", sorted(RUNS))
+def test_a_killed_fine_tuning_resumes_to_the_same_weights(kind, tmp_path, tiny_model_dir, monkeypatch):
+    main, make_config = RUNS[kind]
+    main(make_config(tiny_model_dir, tmp_path / "straight", kind))
+
+    real_next = BucketedBatches.__next__
+    calls = {"n": 0}
+
+    def dies_at_batch_5(self):
+        calls["n"] += 1
+        if calls["n"] == 5:  # killed during step 5, after the checkpoint of step 4
+            raise KeyboardInterrupt
+        return real_next(self)
+
+    monkeypatch.setattr(BucketedBatches, "__next__", dies_at_batch_5)
+    with pytest.raises(KeyboardInterrupt):
+        main(make_config(tiny_model_dir, tmp_path / "killed", kind))
+    monkeypatch.setattr(BucketedBatches, "__next__", real_next)
+    assert sorted(p.name for p in (tmp_path / "killed").glob("step-*")) == ["step-00000002", "step-00000004"]
+
+    config = make_config(tiny_model_dir, tmp_path / "killed", kind)
+    config.resume = "auto"
+    main(config)
+
+    straight, resumed = weights(tmp_path / "straight" / "final"), weights(tmp_path / "killed" / "final")
+    assert straight and straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
