@@ -26,6 +26,7 @@ def test_every_table_of_the_paper_is_in_the_report(reproduction):
     table2 = report[report.index("## Table 2"):report.index("## Table 4")]
     for row in ("BM25", "NBoW", "no pre-training", "code-only MLM", "| MLM |", "| RTD |", "MLM+RTD"):
         assert row in table2
+    assert "A random ranking scores 0.1799" in table2  # the tiny preset's groups of 20: H_20 / 20
     assert (reproduction / "pretrain_curves.png").stat().st_size > 1000
     assert (reproduction / "search_curves_python.png").stat().st_size > 1000
 

@@ -12,7 +12,7 @@ from codebert.cli import main as cli_main
 from codebert.config import load_config, read_preset
 from codebert.search import baselines, evaluate, finetune
 from codebert.search.data import balanced_pairs, evaluation_groups, format_code_token, load_examples
-from codebert.search.metrics import gold_ranks, mean_reciprocal_rank
+from codebert.search.metrics import gold_ranks, mean_reciprocal_rank, random_ranker_mrr
 from conftest import CORPUS
 
 
@@ -35,6 +35,13 @@ def test_mrr_of_a_constant_scorer_is_one_over_the_group_size():
 
 
 # -------------------------------------------------------------------------------------- groups
+def test_random_ranker_mrr_is_the_mean_reciprocal_rank_over_every_gold_position():
+    assert random_ranker_mrr(1) == 1.0
+    assert random_ranker_mrr(2) == pytest.approx(0.75)
+    assert random_ranker_mrr(1000) == pytest.approx(mean_reciprocal_rank(np.arange(1, 1001)))
+    assert round(random_ranker_mrr(1000), 4) == 0.0075
+
+
 def test_groups_are_the_reference_shuffle_cut_into_full_groups():
     groups = evaluation_groups(2500, 1000)
     assert [len(g) for g in groups] == [1000, 1000]  # the last 500 are dropped, as process_data.py does

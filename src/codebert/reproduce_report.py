@@ -18,6 +18,7 @@ from codebert.config import to_dict
 from codebert.corpus.jsonl import atomic_write
 from codebert.errors import UserError
 from codebert.report import duration, format_table
+from codebert.search.metrics import random_ranker_mrr
 from codebert.search.table import LANGUAGE_ORDER, markdown_table
 
 # The paper's relative claims, as (better, worse, claim). Fine-tuned tasks: Tables 2, 5 and 6 all
@@ -168,7 +169,9 @@ def write(cfg, budget, variants, languages: list[str], units: dict[str, dict[str
               + (f", at most {budget.search_max_groups} per language" if budget.search_max_groups else "")
               + (f", {budget.search_queries_per_group} queries per group" if budget.search_queries_per_group else "") + "."]
     if table2:
-        lines += ["", markdown_table(table2)]
+        lines += ["", markdown_table(table2), "",
+                  f"A random ranking scores {random_ranker_mrr(budget.search_group_size):.4f} "
+                  f"(the expected MRR of a uniform rank among {budget.search_group_size:,} candidates)."]
     metric = "valid_acc" if budget.search_mode == "cross" else "valid_mrr"
     # The paper's Figure 3 shows Python and Java.
     names = ["all"]
@@ -207,7 +210,8 @@ def write(cfg, budget, variants, languages: list[str], units: dict[str, dict[str
         lines.append(format_table(["task", "claim", "better", "worse", "held"],
                                   [[h["task"], h["claim"], f"{h['better']} {h['better_score']:.4f}", f"{h['worse']} {h['worse_score']:.4f}",
                                     "yes" if h["held"] else "no"] for h in held]))
-        lines += ["", f"{sum(h['held'] for h in held)} of {len(held)} held."]
+        lines += ["", f"{sum(h['held'] for h in held)} of {len(held)} held. Each row is one run (one seed): a difference "
+                  "smaller than the spread between seeds, not measured here, is no evidence either way."]
     else:
         lines.append("No pair of finished rows to compare yet.")
 

@@ -23,3 +23,14 @@ def mean_reciprocal_rank(ranks: np.ndarray) -> float:
     if ranks.size == 0:
         raise ValueError("no ranks to average")
     return float(np.mean(1.0 / ranks))
+
+
+def random_ranker_mrr(group_size: int) -> float:
+    """Expected MRR of a ranker that orders each group at random: (1/N) * sum_{k=1..N} 1/k.
+
+    The gold's rank is uniform on 1..N, so its expected reciprocal rank is the N-th harmonic number
+    over N (0.0075 for the paper's groups of 1,000): the floor a trained model must clear.
+    """
+    if group_size < 1:
+        raise ValueError(f"group size must be at least 1, got {group_size}")
+    return float(np.sum(1.0 / np.arange(1, group_size + 1)) / group_size)
