@@ -62,12 +62,15 @@ def test_a_rerun_skips_finished_units_and_redoes_a_missing_one(reproduction, cap
 
 def test_unselected_stages_are_skipped(tmp_path, capsys):
     out = tmp_path / "run"
-    assert cli_main(["reproduce", "--scale", "tiny", "--data", str(CORPUS), "--out", str(out), "--stages", "tokenizer", "report", "--no-progress"]) == 0
+    assert cli_main(["reproduce", "--scale", "tiny", "--data", str(CORPUS), "--out", str(out), "--stages", "tokenizer", "report",
+                     "--unseen", str(CORPUS), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "tokenizer: running" in printed
     assert "pretrain/mlm: stage pretrain not selected, skipped" in printed
     assert not (out / "pretrain").exists()
-    assert "No pair of finished rows to compare yet." in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "No pair of finished rows to compare yet." in report
+    assert "No `unseen/<variant>` unit has finished yet." in report
 
 
 @pytest.mark.parametrize("flags, words", [

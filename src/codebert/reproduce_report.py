@@ -199,6 +199,8 @@ def write(cfg, budget, variants, languages: list[str], units: dict[str, dict[str
         lines += ["", f"## Table 6: a language not in pre-training (`{cfg.unseen}`, smoothed BLEU-4)", "", bleu_table(table6)]
     elif cfg.unseen is None:
         lines += ["", "## Table 6", "", "Not run: pass `--unseen DIR`, a corpus of a language the models never saw (e.g. C#)."]
+    else:
+        lines += ["", f"## Table 6: a language not in pre-training (`{cfg.unseen}`)", "", "No `unseen/<variant>` unit has finished yet."]
 
     # Orderings
     tasks = {"code search (macro MRR)": search_scores, "code-to-doc (overall BLEU)": {r["label"]: r["macro_bleu"] for r in table5},
