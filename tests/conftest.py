@@ -53,3 +53,24 @@ def tiny_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
              "max_steps": "10", "progress": "false"}
     pretrain.main(load_config(pretrain.PretrainConfig, read_preset("tiny", "pretrain"), flags))
     return out / "final"
+
+
+def run_killed_at_batch(monkeypatch, batch: int, run) -> None:
+    """Call `run()` with the batch stream dying (as a kill would) when batch number `batch` is drawn."""
+    from codebert.pretrain_data import BucketedBatches
+
+    real_next = BucketedBatches.__next__
+    calls = {"n": 0}
+
+    def dies(self):
+        calls["n"] += 1
+        if calls["n"] == batch:
+            raise KeyboardInterrupt
+        return real_next(self)
+
+    monkeypatch.setattr(BucketedBatches, "__next__", dies)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run()
+    finally:
+        monkeypatch.setattr(BucketedBatches, "__next__", real_next)

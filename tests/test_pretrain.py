@@ -15,8 +15,7 @@ from transformers import pipeline
 from codebert import pretrain
 from codebert.cli import main as cli_main
 from codebert.config import load_config, read_preset
-from codebert.pretrain_data import BucketedBatches
-from conftest import CORPUS
+from conftest import CORPUS, run_killed_at_batch
 
 
 def config(out, tokenizer_dir, generators_dir, **flags):
@@ -72,19 +71,8 @@ def test_resume_after_a_kill_is_exact(tmp_path, tokenizer_dir, generators_dir, m
     flags = dict(objective="mlm+rtd", max_steps="9", save_every="3", log_every="1", dropout="0.1")
     pretrain.main(config(tmp_path / "straight", tokenizer_dir, generators_dir, **flags))
 
-    real_next = BucketedBatches.__next__
-    calls = {"n": 0}
-
-    def dies_at_batch_8(self):
-        calls["n"] += 1
-        if calls["n"] == 8:  # killed during step 8, after the checkpoint of step 6
-            raise KeyboardInterrupt
-        return real_next(self)
-
-    monkeypatch.setattr(BucketedBatches, "__next__", dies_at_batch_8)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain.main(config(tmp_path / "killed", tokenizer_dir, generators_dir, **flags))
-    monkeypatch.setattr(BucketedBatches, "__next__", real_next)
+    # killed during step 8, after the checkpoint of step 6
+    run_killed_at_batch(monkeypatch, 8, lambda: pretrain.main(config(tmp_path / "killed", tokenizer_dir, generators_dir, **flags)))
     assert sorted(p.name for p in (tmp_path / "killed").glob("step-*")) == ["step-00000003", "step-00000006"]
     pretrain.main(config(tmp_path / "killed", tokenizer_dir, generators_dir, resume="auto", **flags))
 

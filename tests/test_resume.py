@@ -12,10 +12,9 @@ from safetensors.torch import load_file
 
 from codebert import code2nl
 from codebert.config import load_config, read_preset
-from codebert.pretrain_data import BucketedBatches
 from codebert.search import finetune
 
-from conftest import CORPUS
+from conftest import CORPUS, run_killed_at_batch
 
 FLAGS = {"max_steps": "6", "save_every": "2", "eval_every": "3", "log_every": "1", "progress": "false", "threads": "1"}
 
@@ -49,19 +48,8 @@ def test_a_killed_fine_tuning_resumes_to_the_same_weights(kind, tmp_path, tiny_m
     main, make_config = RUNS[kind]
     main(make_config(tiny_model_dir, tmp_path / "straight", kind))
 
-    real_next = BucketedBatches.__next__
-    calls = {"n": 0}
-
-    def dies_at_batch_5(self):
-        calls["n"] += 1
-        if calls["n"] == 5:  # killed during step 5, after the checkpoint of step 4
-            raise KeyboardInterrupt
-        return real_next(self)
-
-    monkeypatch.setattr(BucketedBatches, "__next__", dies_at_batch_5)
-    with pytest.raises(KeyboardInterrupt):
-        main(make_config(tiny_model_dir, tmp_path / "killed", kind))
-    monkeypatch.setattr(BucketedBatches, "__next__", real_next)
+    # killed during step 5, after the checkpoint of step 4
+    run_killed_at_batch(monkeypatch, 5, lambda: main(make_config(tiny_model_dir, tmp_path / "killed", kind)))
     assert sorted(p.name for p in (tmp_path / "killed").glob("step-*")) == ["step-00000002", "step-00000004"]
 
     config = make_config(tiny_model_dir, tmp_path / "killed", kind)
