@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from codebert import code2nl
+from codebert.cli import main as cli_main
 from codebert.config import load_config, read_preset
 from codebert.search import finetune
 
@@ -60,3 +61,22 @@ def test_a_killed_fine_tuning_resumes_to_the_same_weights(kind, tmp_path, tiny_m
     assert straight and straight.keys() == resumed.keys()
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
+
+
+@pytest.mark.parametrize("first, second, words", [
+    ("bi", "code2nl", "not a checkpoint of this model (no decoder.safetensors)"),
+    ("code2nl", "bi", "checkpoint does not match the model"),
+])
+def test_resuming_a_run_of_another_kind_is_a_one_line_error(first, second, words, tmp_path, tiny_model_dir, capsys):
+    main, make_config = RUNS[first]
+    config = make_config(tiny_model_dir, tmp_path / "run", first)
+    config.max_steps = 2
+    main(config)
+    command = {"bi": ["search", "finetune", "--config", "tiny", "--mode", "bi"], "code2nl": ["code2nl", "finetune", "--config", "tiny"]}[second]
+    capsys.readouterr()
+    code = cli_main([*command, "--model", str(tiny_model_dir), "--data", str(CORPUS), "--out", str(tmp_path / "run"),
+                     "--max-steps", "3", "--resume", "auto", "--no-progress", "--threads", "1"])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert words in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -36,7 +36,7 @@ from codebert.corpus.jsonl import ReadReport, atomic_write, iter_corpus
 from codebert.errors import UserError
 from codebert.pretrain_data import BucketedBatches, encode_texts
 from codebert.report import format_table, numeric_table
-from codebert.train_loop import LoopConfig, Trainer, load_weights, seed_everything, setup_distributed, steps_for_epochs
+from codebert.train_loop import LoopConfig, Trainer, load_weights, read_weights, seed_everything, setup_distributed, steps_for_epochs
 
 log = logging.getLogger(__name__)
 
@@ -382,8 +382,8 @@ def finetune_main(cfg: Code2nlFinetuneConfig) -> dict[str, Any]:
 
     def load_model(m, folder: Path) -> None:
         # save_seq2seq's layout: the encoder's own folder plus the decoder file under model keys.
-        weights = {f"encoder.{k}": v for k, v in load_file(str(folder / "model.safetensors")).items()}
-        weights.update(load_file(str(folder / DECODER_FILE)))
+        weights = {f"encoder.{k}": v for k, v in read_weights(folder / "model.safetensors").items()}
+        weights.update(read_weights(folder / DECODER_FILE))
         load_weights(m, weights, folder)
 
     batches = BucketedBatches(corpus, cfg.batch_size, spec.max_source_length, cfg.seed, dist_info.rank, dist_info.world, collate_fn=collate)

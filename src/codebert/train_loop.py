@@ -217,6 +217,13 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], sourc
         raise UserError(f"{source}: checkpoint does not match the model (missing {real_missing[:3]}, unexpected {unexpected[:3]})")
 
 
+def read_weights(file: Path) -> dict[str, torch.Tensor]:
+    """One safetensors file of a checkpoint; a one-line error where the folder lacks it."""
+    if not file.is_file():
+        raise UserError(f"{file.parent}: not a checkpoint of this model (no {file.name})")
+    return load_file(str(file))
+
+
 def load_folder_weights(model: torch.nn.Module, folder: Path) -> None:
     """Every safetensors file of `folder`, under the model's own state-dict keys."""
     weights: dict[str, torch.Tensor] = {}
@@ -304,7 +311,10 @@ class Trainer:
         self.load_model(self.model, path)
         # weights_only: the state holds tensors, numbers and strings, never code to run.
         state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError as exc:  # another model's parameter groups: a run of another kind in this folder
+            raise UserError(f"{path}: checkpoint does not match the model ({exc})") from None
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.batches.load_state_dict(state["batches"])

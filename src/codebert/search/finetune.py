@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
 from codebert.config import option, to_dict
 from codebert.errors import UserError
@@ -33,7 +32,7 @@ from codebert.search.models import (
     Mode, Pooling, SearchSpec, cross_inputs, info_nce, load_bi_encoder, load_cross_encoder, save_bi_encoder, single_inputs,
 )
 from codebert.tokenizer import load_tokenizer
-from codebert.train_loop import LoopConfig, Trainer, load_weights, seed_everything, setup_distributed, steps_for_epochs
+from codebert.train_loop import LoopConfig, Trainer, load_weights, read_weights, seed_everything, setup_distributed, steps_for_epochs
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +284,7 @@ def main(cfg: SearchFinetuneConfig) -> dict[str, Any]:
 
         def load_model(m, folder: Path) -> None:
             # The folder is the encoder's own (a RobertaModel folder), the wrapper has no weights.
-            load_weights(m, {f"encoder.{k}": v for k, v in load_file(str(folder / "model.safetensors")).items()}, folder)
+            load_weights(m, {f"encoder.{k}": v for k, v in read_weights(folder / "model.safetensors").items()}, folder)
 
     batches = BucketedBatches(corpus, cfg.batch_size, cfg.max_length, cfg.seed, dist_info.rank, dist_info.world, collate_fn=collate_fn)
     steps = cfg.max_steps or steps_for_epochs(cfg.epochs, batches.batches_per_epoch(), cfg.grad_accumulation)
