@@ -71,6 +71,53 @@ def test_beam_search_finds_at_least_the_greedy_score(c2n_run):
     assert greedy == prefix[1:]
 
 
+def random_seq2seq(tiny_model_dir, seed=0):
+    torch.manual_seed(seed)
+    return code2nl.load_seq2seq(tiny_model_dir, code2nl.Seq2SeqSpec(decoder_layers=2), dropout=0.0).eval()
+
+
+def test_the_cached_decoder_gives_the_logits_of_the_full_decode(tiny_model_dir):
+    model = random_seq2seq(tiny_model_dir)
+    vocab = model.encoder.config.vocab_size
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, vocab, (3, 9), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0  # padded sources: the cached cross-attention must skip padding too
+    mask[2, 4:] = 0
+    ids[mask == 0] = 1
+    targets = torch.randint(5, vocab, (3, 7), generator=generator)
+    targets[:, 0] = 0
+    targets[0, 3] = 1  # a generated padding token: RoBERTa positions skip it, the cache must as well
+    with torch.no_grad():
+        memory = model.encode(ids, mask)
+        full = model.decode(memory, mask, targets)
+        decoder = code2nl.IncrementalDecoder(model, memory, mask)
+        for t in range(targets.shape[1]):
+            torch.testing.assert_close(decoder.step(targets[:, t]), full[:, t], atol=1e-4, rtol=1e-4)
+        # re-ordered and repeated rows carry their own caches
+        decoder.select(torch.tensor([2, 2, 0]))
+        again = torch.cat([targets[[2, 2, 0]], torch.tensor([[7], [8], [9]])], dim=1)
+        expected = model.decode(memory[[2, 2, 0]], mask[[2, 2, 0]], again)[:, -1]
+        torch.testing.assert_close(decoder.step(again[:, -1]), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("trained", [True, False])
+def test_batched_beam_search_equals_searching_each_source_alone(c2n_run, tiny_model_dir, trained):
+    # trained: hypotheses end with </s>; random: most run to max_length (the other stopping rule)
+    out, _ = c2n_run
+    model = code2nl.load_seq2seq(out / "best").eval() if trained else random_seq2seq(tiny_model_dir, seed=3)
+    tokenizer = load_tokenizer(out / "best") if trained else load_tokenizer(tiny_model_dir)
+    sources = ["def f ( x ) : return x + 1", "def get ( self ) : return self . value",
+               "def add ( a , b ) :\n    total = a + b\n    return total", "x", "public int size ( ) { return n ; }"]
+    ids, mask = code2nl.pad_sequences([code2nl.wrap(np.array(tokenizer(s)["input_ids"][1:-1]), 64) for s in sources], 1)
+    for beam in (1, 4):
+        batched = code2nl.beam_search(model, ids, mask, beam=beam, max_length=10)
+        with torch.no_grad():
+            alone = [code2nl.plain_beam_search(model, ids[i : i + 1, : int(mask[i].sum())], mask[i : i + 1, : int(mask[i].sum())], beam, 10)
+                     for i in range(len(sources))]
+        assert batched == alone
+
+
 def test_the_model_memorises_a_few_docs(tmp_path, tiny_model_dir):
     decoder = "run"
     cfg = finetune_config(tiny_model_dir, tmp_path / decoder, max_records="8", batch_size="8",
