@@ -134,6 +134,13 @@ def test_evaluate_writes_files_that_codebert_bleu_scores_the_same(c2n_run, tmp_p
     figures = code2nl.evaluate_main(cfg)
     score, scored = corpus_bleu(read_references(tmp_path / "references.txt"), read_predictions(tmp_path / "predictions.txt"))
     assert scored == 10 and score == pytest.approx(figures["python"], abs=1e-9)
+    docs = [line.split("\t", 1)[1] for line in (tmp_path / "predictions.txt").read_text().splitlines()]
+    assert (figures["distinct_predictions"], figures["predictions"]) == (len(set(docs)), 10)
+
+
+@pytest.mark.parametrize("distinct, total, constant", [(1, 600, True), (30, 600, True), (31, 600, False), (1, 1, False), (2, 10, False)])
+def test_a_generator_is_called_constant_at_five_percent_distinct_documents(distinct, total, constant):
+    assert code2nl.is_constant(distinct, total) is constant
 
 
 def test_codenn_lines_and_three_references_per_id(tmp_path):

@@ -44,6 +44,29 @@ def test_figures_json_holds_every_unit_and_the_orderings(reproduction):
     assert ("code search (macro MRR)", "MLM+RTD beats MLM") in claims
     for o in figures["orderings"]:
         assert o["held"] == (o["better_score"] > o["worse_score"])
+        assert "caveat" in o
+    report = (reproduction / "report.md").read_text()
+    assert "| caveat" in report and "without a caveat" in report
+    assert "distinct documents" in report[report.index("## Table 5"):report.index("## Table 6")]
+
+
+def test_caveats_name_the_sides_that_are_no_evidence():
+    from codebert import reproduce_report as rr
+
+    # groups of 1,000: a random ranking scores 0.0075, so 3x is 0.0225
+    assert rr.search_flags({"MLM": 0.0150, "BM25": 0.61}, 1000) == {"MLM": "MRR under 3x random (0.0075)"}
+    # 299 PL items at chance 0.5: two standard errors are 2 * sqrt(0.25 / 299) = 0.0578
+    run = {"counts": {"pl": {"all": 299}}, "chance": {"pl": 0.5}, "accuracy": {"pl": {"all": 0.55}}}
+    assert rr.probe_flags(run, "pl") == "at chance (50% +/- 5.8)"
+    run["accuracy"]["pl"]["all"] = 0.56
+    assert rr.probe_flags(run, "pl") is None
+    rows = [{"label": "MLM", "distinct_predictions": 1, "predictions": 600}, {"label": "RTD", "distinct_predictions": 300, "predictions": 600}]
+    assert rr.code2nl_flags(rows) == {"MLM": "1 distinct of 600 documents"}
+    task = "code-to-doc (overall BLEU)"
+    found = rr.orderings({task: {"MLM": 9.0, "RTD": 1.0, "no pre-training": 0.5}}, flags={task: rr.code2nl_flags(rows)})
+    by_claim = {o["claim"]: o for o in found}
+    assert by_claim["MLM beats RTD"]["held"] and by_claim["MLM beats RTD"]["caveat"] == "MLM: 1 distinct of 600 documents"
+    assert by_claim["RTD beats no pre-training"]["caveat"] == ""
 
 
 def test_a_rerun_skips_finished_units_and_redoes_a_missing_one(reproduction, capsys):

@@ -613,9 +613,10 @@ def evaluate_main(cfg: Code2nlEvaluateConfig, score: bool = True) -> dict[str, A
         groups = {lang: read_csn(cfg.data, cfg.split, [lang], cfg.max_records) for lang in languages}
     cfg.out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, Any] = {"model": str(cfg.model), "label": cfg.label or cfg.model.parent.name, "beam": beam}
-    pred_lines, ref_lines = [], []
+    pred_lines, ref_lines, written = [], [], []
     for lang, pairs in groups.items():
         predictions = generate(model, tokenizer, pairs.sources, beam, cfg.batch_size, cfg.progress)
+        written += predictions
         if score:
             figures[lang] = bleu_of(predictions, pairs)
         figures[f"{lang}_examples"] = len(pairs.ids)
@@ -624,6 +625,10 @@ def evaluate_main(cfg: Code2nlEvaluateConfig, score: bool = True) -> dict[str, A
     figures["languages"] = list(groups)
     if score:
         figures["macro_bleu"] = float(np.mean([figures[lang] for lang in groups]))
+    # A decoder that writes the same document for every function scores a BLEU that measures the
+    # constant, not the model: the count says so beside the score.
+    figures["distinct_predictions"] = len(set(written))
+    figures["predictions"] = len(written)
     for name, lines in (("predictions.txt", pred_lines), ("references.txt", ref_lines)):
         with atomic_write(cfg.out / name) as f:
             f.writelines(lines)
@@ -638,4 +643,14 @@ def evaluate_render(figures: dict[str, Any]) -> str:
         return f"{total} docs generated (beam {figures['beam']}): predictions.txt and references.txt in the output folder"
     rows = [[lang, figures[lang], figures[f"{lang}_examples"]] for lang in figures["languages"]]
     rows.append(["macro-average", figures["macro_bleu"], sum(figures[f"{l}_examples"] for l in figures["languages"])])
-    return format_table(["language", "smoothed BLEU-4", "examples"], rows)
+    text = format_table(["language", "smoothed BLEU-4", "examples"], rows)
+    if "distinct_predictions" in figures:
+        text += f"\n{figures['distinct_predictions']:,} distinct documents for {figures['predictions']:,} functions"
+        if is_constant(figures["distinct_predictions"], figures["predictions"]):
+            text += " (nearly constant output: the BLEU measures that constant, not the model's reading of the code)"
+    return text
+
+
+def is_constant(distinct: int, total: int) -> bool:
+    """A nearly constant generator: at most 5% distinct documents (and more than one function)."""
+    return total > 1 and distinct <= max(1, 0.05 * total)

@@ -9,6 +9,7 @@ Rows and cells whose unit has not run yet are left out or shown as "–".
 from __future__ import annotations
 
 import json
+import math
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -64,16 +65,28 @@ def search_rows(budget, variants, languages: list[str], units: dict[str, dict[st
 
 
 def code2nl_rows(prefix: str, variants, units: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"label": v.name, **units[f"{prefix}/{v.slug}"]} for v in variants if "macro_bleu" in units.get(f"{prefix}/{v.slug}", {})]
+    rows = []
+    for v in variants:
+        figures = units.get(f"{prefix}/{v.slug}", {})
+        if "macro_bleu" not in figures:
+            continue
+        row = {"label": v.name, **figures}
+        predictions = Path(row.get("run", "")) / "test" / "predictions.txt"
+        if "distinct_predictions" not in row and predictions.is_file():  # a unit finished before the count existed
+            docs = [line.split("\t", 1)[-1] for line in predictions.read_text(encoding="utf-8").splitlines()]
+            row.update(distinct_predictions=len(set(docs)), predictions=len(docs))
+        rows.append(row)
+    return rows
 
 
 def bleu_table(rows: list[dict[str, Any]]) -> str:
     languages = _ordered(sorted({lang for r in rows for lang in r["languages"]}))
-    header = ["model", *languages] + (["overall"] if len(languages) > 1 else [])
+    header = ["model", *languages] + (["overall"] if len(languages) > 1 else []) + ["distinct documents"]
     body = []
     for r in rows:
         cells = [f"{r[lang]:.2f}" if lang in r else "–" for lang in languages]
-        body.append([r["label"], *cells] + ([f"{r['macro_bleu']:.2f}"] if len(languages) > 1 else []))
+        distinct = f"{r['distinct_predictions']:,} of {r['predictions']:,}" if "distinct_predictions" in r else "–"
+        body.append([r["label"], *cells] + ([f"{r['macro_bleu']:.2f}"] if len(languages) > 1 else []) + [distinct])
     return format_table(header, body)
 
 
@@ -101,16 +114,50 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f}%"
 
 
-def orderings(tasks: dict[str, dict[str, float]], claims=ORDERINGS) -> list[dict[str, Any]]:
-    """Each claim that the finished rows can test, per task: held or not, with the two figures."""
+def orderings(tasks: dict[str, dict[str, float]], claims=ORDERINGS, flags: dict[str, dict[str, str]] | None = None) -> list[dict[str, Any]]:
+    """Each claim that the finished rows can test, per task: held or not, with the two figures.
+
+    `flags[task][label]` says why a row's figure is no evidence (see `search_flags`, `probe_flags`,
+    `code2nl_flags`); a comparison with a flagged side carries it as its caveat, held or not.
+    """
     found = []
     for task, scores in tasks.items():
+        task_flags = (flags or {}).get(task, {})
         for better, worse, claim in claims:
             if better in scores and worse in scores:
+                caveat = "; ".join(f"{label}: {task_flags[label]}" for label in (better, worse) if label in task_flags)
                 found.append({"task": task, "claim": claim, "better": better, "worse": worse,
                               "better_score": scores[better], "worse_score": scores[worse],
-                              "held": bool(scores[better] > scores[worse])})
+                              "held": bool(scores[better] > scores[worse]), "caveat": caveat})
     return found
+
+
+def search_flags(scores: dict[str, float], group_size: int) -> dict[str, str]:
+    """Rows whose MRR is under 3x a random ranking's: too close to the floor for one seed to order them.
+
+    A heuristic flag, not a test (the spread between seeds is not measured by one run).
+    """
+    floor = random_ranker_mrr(group_size)
+    return {label: f"MRR under 3x random ({floor:.4f})" for label, mrr in scores.items() if mrr < 3 * floor}
+
+
+def probe_flags(run: dict[str, Any], setting: str) -> str | None:
+    """Within two standard errors of chance, 2 * sqrt(p (1 - p) / n) for a guesser at chance p on n items."""
+    n = run["counts"].get(setting, {}).get("all", 0)
+    chance = run["chance"].get(setting)
+    accuracy = run["accuracy"].get(setting, {}).get("all")
+    if not n or chance is None or accuracy is None:
+        return None
+    band = 2 * math.sqrt(chance * (1 - chance) / n)
+    return f"at chance ({100 * chance:.0f}% +/- {100 * band:.1f})" if abs(accuracy - chance) < band else None
+
+
+def code2nl_flags(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Rows whose decoder wrote at most 5% distinct documents: their BLEU measures a constant."""
+    from codebert.code2nl import is_constant
+
+    return {r["label"]: f"{r['distinct_predictions']} distinct of {r['predictions']} documents" for r in rows
+            if "distinct_predictions" in r and is_constant(r["distinct_predictions"], r["predictions"])}
 
 
 def _plot(runs: list[Path], labels: list[str], metrics: list[str], out: Path, title: str = "") -> str | None:
@@ -206,14 +253,23 @@ def write(cfg, budget, variants, languages: list[str], units: dict[str, dict[str
     tasks = {"code search (macro MRR)": search_scores, "code-to-doc (overall BLEU)": {r["label"]: r["macro_bleu"] for r in table5},
              "unseen language (BLEU)": {r["label"]: r["macro_bleu"] for r in table6}}
     probing = {f"probing {title}": probe_scores[s] for s, title in PROBE_SETTINGS}
-    held = orderings(tasks) + orderings(probing, PROBING_ORDERINGS)
+    flags = {"code search (macro MRR)": search_flags(search_scores, budget.search_group_size),
+             "code-to-doc (overall BLEU)": code2nl_flags(table5), "unseen language (BLEU)": code2nl_flags(table6)}
+    for setting, title in PROBE_SETTINGS:
+        flags[f"probing {title}"] = {v.name: flag for v in variants if setting in units.get(f"probe/{v.slug}", {}).get("accuracy", {})
+                                     and (flag := probe_flags(units[f"probe/{v.slug}"], setting))}
+    held = orderings(tasks, flags=flags) + orderings(probing, PROBING_ORDERINGS, flags=flags)
     lines += ["", "## The paper's orderings", ""]
     if held:
-        lines.append(format_table(["task", "claim", "better", "worse", "held"],
+        lines.append(format_table(["task", "claim", "better", "worse", "held", "caveat"],
                                   [[h["task"], h["claim"], f"{h['better']} {h['better_score']:.4f}", f"{h['worse']} {h['worse_score']:.4f}",
-                                    "yes" if h["held"] else "no"] for h in held]))
-        lines += ["", f"{sum(h['held'] for h in held)} of {len(held)} held. Each row is one run (one seed): a difference "
-                  "smaller than the spread between seeds, not measured here, is no evidence either way."]
+                                    "yes" if h["held"] else "no", h["caveat"] or "–"] for h in held]))
+        clean = sum(h["held"] and not h["caveat"] for h in held)
+        lines += ["", f"{sum(h['held'] for h in held)} of {len(held)} held, {clean} of them without a caveat. A caveat names a "
+                  "side whose figure is no evidence: an MRR under 3x a random ranking's, a probing accuracy within two "
+                  "standard errors of chance, or a decoder writing at most 5% distinct documents (its BLEU scores a "
+                  "constant). Each row is one run (one seed): a difference smaller than the spread between seeds, not "
+                  "measured here, is no evidence either way."]
     else:
         lines.append("No pair of finished rows to compare yet.")
 
@@ -225,7 +281,8 @@ def write(cfg, budget, variants, languages: list[str], units: dict[str, dict[str
     figures_file = out / "figures.json"
     with atomic_write(figures_file) as f:
         f.write(json.dumps(everything, indent=2, default=str) + "\n")
-    return {"report": str(report), "figures": str(figures_file), "orderings_held": sum(h["held"] for h in held), "orderings": len(held)}
+    return {"report": str(report), "figures": str(figures_file), "orderings_held": sum(h["held"] for h in held),
+            "orderings_held_without_caveat": sum(h["held"] and not h["caveat"] for h in held), "orderings": len(held)}
 
 
 def _num(value: Any) -> str:
