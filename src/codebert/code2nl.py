@@ -16,6 +16,7 @@ codenn`: tab-separated id, question id, title, code, label; the title is the tar
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -210,7 +211,7 @@ class IncrementalDecoder:
             self.memory_keys.append(self._heads(F.linear(memory, w_k, b_k)))
             self.memory_values.append(self._heads(F.linear(memory, w_v, b_v)))
         self.memory_attend = (memory_mask != 0)[:, None, None, :]  # (sources, 1, 1, length): True = attend
-        self.source_of_row = torch.arange(memory.shape[0], device=memory.device)  # rows start as one per source
+        self._set_sources(torch.arange(memory.shape[0], device=memory.device))  # rows start as one per source
         self.keys: list[torch.Tensor | None] = [None] * len(self.layers)
         self.values: list[torch.Tensor | None] = [None] * len(self.layers)
         # RoBERTa numbers positions by counting non-padding tokens (padding stays at padding_idx):
@@ -252,30 +253,31 @@ class IncrementalDecoder:
 
     def _cross_attention(self, queries: torch.Tensor, layer: int) -> torch.Tensor:
         """Attention of each row's query (rows, heads, 1, size) over its source's memory."""
-        source, slot = self.source_of_row, self._slots
-        grouped = queries.new_zeros(self.memory_keys[layer].shape[0], self.heads, int(slot.max()) + 1, queries.shape[-1])
+        source, slot = self.source_of_row, self.slot_of_row
+        grouped = queries.new_zeros(self.memory_keys[layer].shape[0], self.heads, self.slots, queries.shape[-1])
         grouped[source, :, slot] = queries[:, :, 0]
         out = F.scaled_dot_product_attention(grouped, self.memory_keys[layer], self.memory_values[layer], attn_mask=self.memory_attend)
         return out[source, :, slot][:, :, None]
 
-    @property
-    def _slots(self) -> torch.Tensor:
-        """Each row's place among the rows of its source (0, 1, ...), in row order."""
-        order = torch.argsort(self.source_of_row, stable=True)
-        ordered = self.source_of_row[order]
+    def _set_sources(self, source_of_row: torch.Tensor) -> None:
+        """Each row's source, and its place among the rows of that source (0, 1, ...), in row order.
+
+        Set once per `select`, not per layer and step: every cross-attention of a step reads it.
+        """
+        order = torch.argsort(source_of_row, stable=True)
+        ordered = source_of_row[order]
         slots = torch.empty_like(order)
         slots[order] = torch.arange(len(order), device=order.device) - torch.searchsorted(ordered, ordered)
-        return slots
+        self.source_of_row, self.slot_of_row, self.slots = source_of_row, slots, int(slots.max()) + 1
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep the given rows (indices into the current rows, repeats allowed), in that order."""
-        source_of_row = self.source_of_row[rows]
-        kept, source_of_row = torch.unique(source_of_row, return_inverse=True)
+        kept, source_of_row = torch.unique(self.source_of_row[rows], return_inverse=True)
         if len(kept) < self.memory_attend.shape[0]:  # some sources have no row left: drop their memory
             self.memory_keys = [k[kept] for k in self.memory_keys]
             self.memory_values = [v[kept] for v in self.memory_values]
             self.memory_attend = self.memory_attend[kept]
-        self.source_of_row = source_of_row
+        self._set_sources(source_of_row)
         self.keys = [None if k is None else k[rows] for k in self.keys]
         self.values = [None if v is None else v[rows] for v in self.values]
         self.non_padding = self.non_padding[rows]
@@ -311,12 +313,9 @@ def beam_search(model: Seq2Seq, source_ids: torch.Tensor, source_mask: torch.Ten
         vocab = log_probs.shape[-1]
         candidates = scores[:, None] + log_probs
         keep_rows, keep_tokens, keep_scores, keep_owner = [], [], [], []
-        start = 0
-        while start < len(owner):
-            source = owner[start]
-            end = start
-            while end < len(owner) and owner[end] == source:
-                end += 1
+        for source, group in itertools.groupby(range(len(owner)), key=owner.__getitem__):
+            rows_of_source = list(group)  # contiguous: rows are kept grouped by source
+            start, end = rows_of_source[0], rows_of_source[-1] + 1
             flat = candidates[start:end].reshape(-1)
             top_scores, top = flat.topk(min(2 * beam, flat.numel()))
             next_rows, next_tokens, next_scores = [], [], []
@@ -338,7 +337,6 @@ def beam_search(model: Seq2Seq, source_ids: torch.Tensor, source_mask: torch.Ten
                 keep_tokens += next_tokens
                 keep_scores += next_scores
                 keep_owner += [source] * len(next_rows)
-            start = end
         if not keep_rows:
             break
         rows = torch.tensor(keep_rows, device=device)
