@@ -71,6 +71,8 @@ def test_help_lists_the_stages():
         (["corpus", "extract", str(SAMPLES), "--out", "x", "--workers", "two", "--bogus", "1"], "--bogus: unknown option"),
         (["corpus", "stats", "/no/such/dir"], "no such directory"),
         (["tokenizer", "train", "--data", "/nope", "--out", "x", "--config", "nope.yaml"], "neither a file nor a preset"),
+        (["code2nl", "evaluate", "--model", "m", "--data", str(SAMPLES), "--out", "x", "--beam-size", "-3", "--batch-size", "0"],
+         "--beam-size: must be >= 0"),
     ],
 )
 def test_user_mistakes_end_in_a_short_error_not_a_traceback(args, needle, tmp_path):

@@ -583,7 +583,14 @@ class Code2nlEvaluateConfig:
     progress: bool = option(True, "show a progress bar")
 
     def validate(self) -> list[str]:
-        return [] if self.data.exists() else [f"--data {self.data}: not found"]
+        problems = [] if self.data.exists() else [f"--data {self.data}: not found"]
+        if self.beam_size < 0:
+            problems.append("--beam-size: must be >= 0 (0: the model's)")
+        if self.batch_size < 1:
+            problems.append("--batch-size: must be >= 1")
+        if self.max_records < 0 or self.threads < 0:
+            problems.append("--max-records and --threads: must be >= 0")
+        return problems
 
 
 def generate_main(cfg: Code2nlEvaluateConfig) -> dict[str, Any]:
