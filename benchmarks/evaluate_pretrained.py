@@ -63,7 +63,10 @@ def main() -> None:
             metrics = make_evaluate(cfg, corruptor, valid, torch.device("cpu"))(model)
         if floor is None:
             floor = majority_floor(cfg, corruptor, valid, min(opts.examples, len(valid)))
-        rows.append([run.name, saved["objective"], saved["max_steps"], metrics["mlm_acc"], metrics["mlm_loss"], metrics.get("rtd_acc", 0.0)])
+        # steps.json: how far the run got (older checkpoints lack it: their planned max_steps, marked).
+        steps_file = final / "steps.json"
+        steps = json.loads(steps_file.read_text())["step"] if steps_file.exists() else f"{saved['max_steps']} (planned)"
+        rows.append([run.name, saved["objective"], steps, metrics["mlm_acc"], metrics["mlm_loss"], metrics.get("rtd_acc", 0.0)])
     print(format_table(["run", "objective", "steps", "valid MLM acc", "valid MLM loss", "valid RTD acc"], rows))
     print(f"RTD accuracy of always answering 'original' on the same pairs: {floor:.4f}")
 

@@ -35,6 +35,7 @@ def test_each_objective_trains_and_saves_a_transformers_checkpoint(tmp_path, tok
     final = tmp_path / "run" / "final"
     assert {"config.json", "model.safetensors", "tokenizer.json", "run_config.json"} <= {p.name for p in final.iterdir()}
     assert not (final / "training_state.pt").exists()
+    assert json.loads((final / "steps.json").read_text()) == {"step": 8}
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if "loss" in r] == [5, 8]
     assert "valid_mlm_acc" in lines[-1]

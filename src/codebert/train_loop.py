@@ -6,12 +6,12 @@ returning a dict with a "loss" tensor (other entries are logged), an endless bat
 folder (with `load_model(model, folder)` to read it back when its keys are not the model's own),
 and any other stateful objects (e.g. a masking RNG) whose state must survive a restart.
 
-Checkpoints: `<out>/step-00000100/` holds what `save_model` writes, the resolved run config and
-`training_state.pt` (optimizer, scheduler, every RNG, the batch stream's position, the stateful
-objects); `<out>/final/` has no training state, nor has `<out>/best/` (with `best_metric`: the
-model at the validation that scored highest so far). Folders are written under a temporary name and
-renamed, so a run killed at any moment leaves only complete checkpoints, and `resume="auto"`
-continues from the newest one exactly as if it had never stopped.
+Checkpoints: `<out>/step-00000100/` holds what `save_model` writes, the resolved run config,
+`steps.json` (the step it was saved at) and `training_state.pt` (optimizer, scheduler, every RNG,
+the batch stream's position, the stateful objects); `<out>/final/` has no training state, nor has
+`<out>/best/` (with `best_metric`: the model at the validation that scored highest so far). Folders
+are written under a temporary name and renamed, so a run killed at any moment leaves only complete
+checkpoints, and `resume="auto"` continues from the newest one exactly as if it had never stopped.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from codebert.errors import UserError
 log = logging.getLogger(__name__)
 
 STATE_FILE = "training_state.pt"
+STEPS_FILE = "steps.json"  # {"step": N}: in every checkpoint folder, final/ and best/ included
 
 
 @dataclass
@@ -282,6 +283,9 @@ class Trainer:
         tmp.mkdir(parents=True)
         self.save_model(self.model, tmp)
         (tmp / "run_config.json").write_text(json.dumps(self.run_config, indent=2, default=str))
+        # The step a folder was saved at: run_config.json holds the planned max_steps, and final/ of
+        # a run stopped by max_minutes would otherwise not say how far it got.
+        (tmp / STEPS_FILE).write_text(json.dumps({"step": self.step}) + "\n")
         if with_state:
             state = {
                 "step": self.step,
