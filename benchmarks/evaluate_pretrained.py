@@ -22,6 +22,7 @@ from codebert.pretrain import Corruptor, PretrainConfig, load_generators, make_e
 from codebert.pretrain_data import collate, encode_corpus
 from codebert.report import format_table
 from codebert.tokenizer import load_tokenizer
+from codebert.train_loop import STEPS_FILE
 
 
 def majority_floor(cfg: PretrainConfig, corruptor: Corruptor, valid, examples: int) -> float:
@@ -63,8 +64,8 @@ def main() -> None:
             metrics = make_evaluate(cfg, corruptor, valid, torch.device("cpu"))(model)
         if floor is None:
             floor = majority_floor(cfg, corruptor, valid, min(opts.examples, len(valid)))
-        # steps.json: how far the run got (older checkpoints lack it: their planned max_steps, marked).
-        steps_file = final / "steps.json"
+        # How far the run got (checkpoints older than STEPS_FILE lack it: their planned max_steps, marked).
+        steps_file = final / STEPS_FILE
         steps = json.loads(steps_file.read_text())["step"] if steps_file.exists() else f"{saved['max_steps']} (planned)"
         rows.append([run.name, saved["objective"], steps, metrics["mlm_acc"], metrics["mlm_loss"], metrics.get("rtd_acc", 0.0)])
     print(format_table(["run", "objective", "steps", "valid MLM acc", "valid MLM loss", "valid RTD acc"], rows))
