@@ -96,8 +96,15 @@ def test_codexglue_files_with_a_separate_answers_file(tmp_path, tiny_model_dir):
                                              "answers": str(tmp_path / "answers.txt"), "progress": "false"})
     loaded = load_items(cfg)
     assert [i["answer_class"] for i in loaded] == ["max", "min"] and {i["language"] for i in loaded} == {"go"}
+    cfg.predictions = tmp_path / "out" / "predictions.txt"
     figures = run_main(cfg)
     assert figures["counts"]["pl"] == {"go": 2, "all": 2} and 0 <= figures["accuracy"]["pl"]["all"] <= 1
+    # One line per item in the file's order, in the answers file's format; they give the accuracy.
+    lines = cfg.predictions.read_text().splitlines()
+    assert [line.split("<CODESPLIT>")[0] for line in lines] == ["maxmin-1", "maxmin-2"]
+    picks = [line.split("<CODESPLIT>")[1] for line in lines]
+    assert set(picks) <= {"max", "min"}
+    assert sum(p == a for p, a in zip(picks, ["max", "min"])) / 2 == figures["accuracy"]["pl"]["all"]
     for layout in ("joined",):
         assert cli_main(["probe", "run", "--model", str(tiny_model_dir), "--data", str(folder / "clozeTest.json"),
                          "--answers", str(tmp_path / "answers.txt"), "--layout", layout, "--no-progress"]) == 0
@@ -108,3 +115,24 @@ def test_items_without_answers_are_a_clear_error(tmp_path, tiny_model_dir, capsy
     path.write_text(json.dumps([{"idx": "a", "nl_tokens": ["x"], "pl_tokens": [MASK]}]))
     assert cli_main(["probe", "run", "--model", str(tiny_model_dir), "--data", str(path)]) == 2
     assert "has no answer" in capsys.readouterr().err
+
+
+def test_predictions_follow_the_file_order_across_settings(tmp_path, tiny_model_dir):
+    from codebert.modeling import load_model
+    from codebert.probe import NL_CLASSES
+
+    # Settings interleaved in the file: the run scores them grouped by setting, the file keeps the order.
+    items = [{"idx": "a", "setting": "pl", "nl_tokens": ["Largest"], "pl_tokens": ["return", MASK, "(", "a", ")"], "word": "max"},
+             {"idx": "b", "setting": "nl", "nl_tokens": [MASK, "the", "cost"], "pl_tokens": ["return", "x", "<", "y"],
+              "word": "less", "candidates": NL_CLASSES},
+             {"idx": "c", "setting": "pl", "nl_tokens": ["Smallest"], "pl_tokens": ["y", "=", MASK, "(", "b", ")"], "word": "min"}]
+    (tmp_path / "items.json").write_text(json.dumps(items))
+    out = tmp_path / "predictions.txt"
+    assert cli_main(["probe", "run", "--model", str(tiny_model_dir), "--data", str(tmp_path / "items.json"),
+                     "--predictions", str(out), "--no-progress", "--language", "go"]) == 0
+    lines = [line.split("<CODESPLIT>") for line in out.read_text().splitlines()]
+    assert [idx for idx, _ in lines] == ["a", "b", "c"]
+    cfg = load_config(ProbeRunConfig, None, {"model": str(tiny_model_dir), "data": str(tmp_path / "items.json")})
+    scorer = MaskScorer(load_model(str(tiny_model_dir)).eval(), load_tokenizer(tiny_model_dir), "pair", 512, torch.device("cpu"))
+    assert [pick for _, pick in lines] == [choose(scorer, [item])[0] for item in load_items(cfg)]
+    assert lines[1][1] in NL_CLASSES

@@ -20,7 +20,9 @@ candidate written as k BPE pieces replaces the mask by k `<mask>` tokens and sco
 log-probability of its pieces at those positions (for one-piece candidates, simply its
 log-probability); a class with several surface forms (max, maximize) scores its best form.
 The public CodeXGLUE files also load (answers inside as `word`, or in `--answers` as
-`idx<CODESPLIT>word` lines); their setting is pl with candidates max and min.
+`idx<CODESPLIT>word` lines); their setting is pl with candidates max and min. `--predictions`
+writes each item's pick in the same line format, in the file's order, so CodeXGLUE's evaluator
+(and a per-item analysis) reads it.
 """
 
 from __future__ import annotations
@@ -151,6 +153,7 @@ class ProbeRunConfig:
     max_length: int = option(512, "tokens per input; the segment holding the mask is cut around it")
     batch_size: int = option(32, "inputs per forward pass")
     out: Path | None = option(None, "also write the figures as JSON to this file")
+    predictions: Path | None = option(None, "also write each item's pick as `idx<CODESPLIT>class` lines (CodeXGLUE's predictions format)")
     label: str = option("", "row name in tables (default: the model folder)")
     threads: int = option(0, "CPU threads for torch (0: torch's default)")
     progress: bool = option(True, "show a progress bar")
@@ -291,16 +294,18 @@ def run_main(cfg: ProbeRunConfig) -> dict[str, Any]:
     model = load_model(cfg.model).to(device).eval()
     scorer = MaskScorer(model, tokenizer, cfg.layout, cfg.max_length, device)
     correct: dict[tuple[str, str], list[int]] = defaultdict(list)
+    picks: dict[int, str] = {}  # position in the file -> picked class
     # Items of one setting share their candidates: score them in batches of that setting.
     groups = defaultdict(list)
-    for item in items:
-        groups[item["setting"]].append(item)
+    for position, item in enumerate(items):
+        groups[item["setting"]].append((position, item))
     bar = tqdm(total=len(items), desc="probe", unit="item", dynamic_ncols=True, disable=not cfg.progress)
     for setting, group in groups.items():
         for start in range(0, len(group), cfg.batch_size):
             batch = group[start : start + cfg.batch_size]
-            for item, pick in zip(batch, choose(scorer, batch)):
+            for (position, item), pick in zip(batch, choose(scorer, [item for _, item in batch])):
                 correct[(setting, item["language"])].append(int(pick == item["answer_class"]))
+                picks[position] = pick
             bar.update(len(batch))
     bar.close()
     accuracy: dict[str, dict[str, float]] = defaultdict(dict)
@@ -314,7 +319,12 @@ def run_main(cfg: ProbeRunConfig) -> dict[str, Any]:
         counts[setting]["all"] = len(hits)
     figures = {"model": cfg.model, "label": cfg.label or Path(cfg.model).parent.name or cfg.model, "layout": cfg.layout,
                "accuracy": dict(accuracy), "counts": dict(counts),
-               "chance": {s: 1 / len(groups[s][0]["candidates"]) for s in groups}}
+               "chance": {s: 1 / len(groups[s][0][1]["candidates"]) for s in groups}}
+    if cfg.predictions is not None:
+        cfg.predictions.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(cfg.predictions) as f:
+            for position, item in enumerate(items):
+                f.write(f"{item.get('idx', position)}<CODESPLIT>{picks[position]}\n")
     if cfg.out is not None:
         cfg.out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(cfg.out) as f:
