@@ -16,6 +16,7 @@ The probe's scoring is reused (codebert.probe.MaskScorer), so the figures match 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from codebert.modeling import load_model
-from codebert.probe import MaskScorer, ProbeRunConfig, load_items
+from codebert.errors import UserError
+from codebert.probe import PL_CLASSES, MaskScorer, ProbeRunConfig, load_items
 from codebert.tokenizer import load_tokenizer
 
 SETTINGS = ("pl", "pl_preceding")
@@ -59,8 +61,14 @@ def main() -> None:
     print("| checkpoint | setting | items | accuracy | picks max | AUC | hidden items | hidden acc |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for checkpoint in args.checkpoints:
-        items = load_items(ProbeRunConfig(model=checkpoint, data=args.items))
-        scorer = MaskScorer(load_model(checkpoint).eval(), load_tokenizer(checkpoint), "pair", 512, torch.device("cpu"))
+        cfg = ProbeRunConfig(model=checkpoint, data=args.items)
+        if problems := cfg.validate():
+            sys.exit(f"probe_margin: error: {'; '.join(problems)}")
+        try:
+            items = load_items(cfg)
+            scorer = MaskScorer(load_model(checkpoint).eval(), load_tokenizer(checkpoint), "pair", 512, torch.device("cpu"))
+        except UserError as exc:
+            sys.exit(f"probe_margin: error: {exc}")
         for setting in SETTINGS:
             chosen = [item for item in items if item["setting"] == setting]
             if not chosen:
@@ -69,7 +77,7 @@ def main() -> None:
             is_max = np.array([item["answer_class"] == "max" for item in chosen])
             picks_max = margins >= 0  # a tie picks `max`, the first candidate, as the probe does
             correct = picks_max == is_max
-            hidden = np.array([not {"max", "min"} & set(item["pl_tokens"]) for item in chosen])
+            hidden = np.array([not set(PL_CLASSES) & set(item["pl_tokens"]) for item in chosen])
             print(f"| {checkpoint} | {setting} | {len(chosen)} | {100 * correct.mean():.2f}% | {100 * picks_max.mean():.1f}% "
                   f"| {auc(margins, is_max):.4f} | {hidden.sum()} | {100 * correct[hidden].mean():.2f}% |")
 

@@ -76,3 +76,12 @@ def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
             raise RuntimeError("crash")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_an_output_path_that_cannot_be_written_is_a_user_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match="cannot write .*a-file/out.txt"):
+        with atomic_write(blocker / "out.txt") as f:
+            f.write("never")
+    assert blocker.read_text() == "x"

@@ -136,3 +136,13 @@ def test_predictions_follow_the_file_order_across_settings(tmp_path, tiny_model_
     scorer = MaskScorer(load_model(str(tiny_model_dir)).eval(), load_tokenizer(tiny_model_dir), "pair", 512, torch.device("cpu"))
     assert [pick for _, pick in lines] == [choose(scorer, [item])[0] for item in load_items(cfg)]
     assert lines[1][1] in NL_CLASSES
+
+
+def test_an_unwritable_predictions_path_is_a_one_line_error(tmp_path, tiny_model_dir, capsys):
+    path = tmp_path / "cloze.json"
+    path.write_text(json.dumps([{"idx": "a", "nl_tokens": ["x"], "pl_tokens": [MASK], "word": "max"}]))
+    (tmp_path / "a-file").write_text("x")
+    assert cli_main(["probe", "run", "--model", str(tiny_model_dir), "--data", str(path), "--no-progress",
+                     "--predictions", str(tmp_path / "a-file" / "predictions.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write" in err and "Traceback" not in err

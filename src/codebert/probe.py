@@ -121,7 +121,6 @@ def build_main(cfg: ProbeBuildConfig) -> dict[str, Any]:
             group = rng.sample(group, cfg.max_per_setting)
         for n, item in enumerate(group):
             items.append({"idx": f"{lang}-{setting}-{n}", **item})
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(cfg.out) as f:
         json.dump(items, f)
     counts = defaultdict(dict)
@@ -321,12 +320,10 @@ def run_main(cfg: ProbeRunConfig) -> dict[str, Any]:
                "accuracy": dict(accuracy), "counts": dict(counts),
                "chance": {s: 1 / len(groups[s][0][1]["candidates"]) for s in groups}}
     if cfg.predictions is not None:
-        cfg.predictions.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(cfg.predictions) as f:
             for position, item in enumerate(items):
                 f.write(f"{item.get('idx', position)}<CODESPLIT>{picks[position]}\n")
     if cfg.out is not None:
-        cfg.out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(cfg.out) as f:
             f.write(json.dumps(figures, indent=2) + "\n")
     return figures

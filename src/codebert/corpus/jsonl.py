@@ -121,8 +121,11 @@ def atomic_write(path: str | Path, binary: bool = False):
     A crash or Ctrl-C midway leaves the previous file (or none), never half a file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # an output path the user cannot write to: say so, no traceback
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
     # mkstemp creates the file private (0600); give it the mode a plain open() would.
     umask = os.umask(0)
     os.umask(umask)
