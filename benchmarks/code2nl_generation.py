@@ -23,7 +23,7 @@ import torch
 from codebert import code2nl
 from codebert.pretrain_data import encode_texts
 from codebert.report import format_table
-from codebert.tokenizer import load_tokenizer
+from codebert.backbone import load_tokenizer
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from codebert.modeling import load_model
 from codebert.pretrain import Corruptor, PretrainConfig, load_generators, make_evaluate
 from codebert.pretrain_data import collate, encode_corpus
 from codebert.report import format_table
-from codebert.tokenizer import load_tokenizer
+from codebert.backbone import load_tokenizer
 from codebert.train_loop import STEPS_FILE
 
 

@@ -22,7 +22,7 @@ from codebert.modeling import new_model
 from codebert.pretrain import Corruptor, PretrainConfig, TorchRng, load_generators, make_loss_fn
 from codebert.pretrain_data import BucketedBatches, encode_corpus
 from codebert.report import format_table
-from codebert.tokenizer import load_tokenizer
+from codebert.backbone import load_tokenizer
 from codebert.train_loop import LoopConfig, Trainer
 
 

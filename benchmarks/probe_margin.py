@@ -26,7 +26,7 @@ from transformers.utils import logging as hf_logging
 from codebert.modeling import load_model
 from codebert.errors import UserError
 from codebert.probe import PL_CLASSES, MaskScorer, ProbeRunConfig, load_items
-from codebert.tokenizer import load_tokenizer
+from codebert.backbone import load_tokenizer
 
 SETTINGS = ("pl", "pl_preceding")
 

@@ -27,7 +27,7 @@ from codebert.search.data import evaluation_groups, load_examples
 from codebert.search.evaluate import CrossScorer
 from codebert.search.finetune import encode_all
 from codebert.search.models import load_bi_encoder, load_cross_encoder, single_inputs
-from codebert.tokenizer import load_tokenizer
+from codebert.backbone import load_tokenizer
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import torch
 from codebert import code2nl
 from codebert.bleu import corpus_bleu, read_predictions, read_references
 from codebert.config import load_config, read_preset
-from codebert.tokenizer import load_tokenizer
+from codebert.backbone import load_tokenizer
 from conftest import CORPUS
 
 

@@ -129,7 +129,7 @@ def test_max_minutes_stops_early_and_still_saves(tmp_path, tokenizer_dir, genera
 
 def test_code_only_pretraining_masks_code_without_docs(tmp_path, tokenizer_dir, generators_dir):
     from codebert.pretrain_data import encode_corpus
-    from codebert.tokenizer import load_tokenizer
+    from codebert.backbone import load_tokenizer
 
     tok = load_tokenizer(tokenizer_dir)
     code_only = encode_corpus(CORPUS, tok, "train", None, include_unimodal=True, code_only=True)
@@ -143,3 +143,15 @@ def test_code_only_pretraining_masks_code_without_docs(tmp_path, tokenizer_dir, 
 def test_code_only_pretraining_is_an_mlm_baseline(tmp_path, tokenizer_dir, generators_dir):
     with pytest.raises(Exception, match="--modality code"):
         config(tmp_path / "run", tokenizer_dir, generators_dir, objective="rtd", modality="code")
+
+
+def test_auto_precision_is_read_from_the_cpu_flags_not_timed():
+    """`auto` must resolve the same way every time on a machine: a timed race flipped under load and
+    made a resumed run (or a second run of the same seed) train in another precision."""
+    from codebert.train_loop import cpu_runs_bf16
+
+    assert cpu_runs_bf16("processor : 0\nflags : fpu sse2 avx2 avx512f avx512_bf16 amx_tile\n")
+    assert cpu_runs_bf16("processor : 0\nFeatures : fp asimd bf16 i8mm\n")
+    assert not cpu_runs_bf16("processor : 0\nflags : fpu sse2 avx2 avx512f\n")
+    assert not cpu_runs_bf16("")
+    assert len({cpu_runs_bf16() for _ in range(20)}) == 1

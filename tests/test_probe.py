@@ -10,7 +10,7 @@ from codebert.cli import main as cli_main
 from codebert.config import load_config
 from codebert.corpus.jsonl import write_jsonl
 from codebert.probe import MASK, MaskScorer, ProbeBuildConfig, ProbeRunConfig, build_main, choose, load_items, nl_item, pl_items, run_main
-from codebert.tokenizer import load_tokenizer
+from codebert.backbone import load_tokenizer
 
 
 def record(doc, code, url="u"):

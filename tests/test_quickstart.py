@@ -32,14 +32,14 @@ def write_tree(root: Path) -> None:
         (root / f"pkg{p}" / "core.py").write_text("\n\n".join(lines))
 
 
-def test_quickstart_makes_every_artefact(tmp_path, capsys):
+def test_quickstart_from_scratch_makes_every_artefact(tmp_path, capsys):
     write_tree(tmp_path / "src")
-    code = main(["quickstart", "--source", str(tmp_path / "src"), "--out", str(tmp_path / "qs"), "--vocab-size", "400",
-                 "--pretrain-steps", "6", "--search-steps", "6", "--no-progress", "--json"])
+    code = main(["quickstart", "--init", "none", "--source", str(tmp_path / "src"), "--out", str(tmp_path / "qs"),
+                 "--vocab-size", "400", "--pretrain-steps", "6", "--search-steps", "6", "--no-progress", "--json"])
     assert code == 0
     out = capsys.readouterr().out
-    for step in ("[1/7] corpus", "[2/7] tokenizer", "[3/7] generators", "[4/7] pre-training", "[5/7] code search",
-                 "[6/7] index", "[7/7] example queries", "quickstart finished", "codebert serve"):
+    for step in ("[1/8] corpus", "[2/8] tokenizer: byte-level BPE", "[3/8] generators", "[4/8] pre-training", "[5/8] code search",
+                 "[6/8] test MRR", "[7/8] index", "[8/8] example queries", "quickstart finished", "codebert serve"):
         assert step in out
     assert out.count("results for") == 3  # the three example queries, each with its results
     final = tmp_path / "qs" / "pretrain" / "final"
@@ -49,6 +49,50 @@ def test_quickstart_makes_every_artefact(tmp_path, capsys):
     assert (tmp_path / "qs" / "search" / "best" / "search_model.json").is_file()
     assert (tmp_path / "qs" / "index" / "manifest.json").is_file()
     report = (tmp_path / "qs" / "report.md").read_text()
-    assert "| pre-training (MLM+RTD) |" in report and "valid MRR" in report
+    assert "| pre-training (MLM+RTD, from scratch) |" in report and "valid MRR" in report
+    assert "| test ranking: fine-tuned bi-encoder |" in report
     assert report.count("`parse a date string`") == 1 and "1. `" in report  # the queries and their answers
     assert "report     " in out
+
+
+def test_quickstart_continues_a_bert_family_backbone_on_a_given_corpus(tmp_path, capsys, tiny_bert_dir):
+    """The default path (continue from a pre-trained encoder), with a tiny BERT in MiniLM's place and
+    `--data` in place of extraction: no index without --source, the backbone's zero-shot row beside ours."""
+    from safetensors import safe_open
+
+    from conftest import CORPUS
+
+    code = main(["quickstart", "--init", str(tiny_bert_dir), "--data", str(CORPUS), "--out", str(tmp_path / "qs"),
+                 "--pretrain-steps", "3", "--search-steps", "3", "--no-progress", "--threads", "1"])
+    assert code == 0
+    out = capsys.readouterr().out
+    for step in ("[1/6] corpus", "[2/6] tokenizer: the backbone's own", "[4/6] pre-training: MLM+RTD continued from",
+                 "[6/6] test MRR", "as it came: macro MRR", "Index your code"):
+        assert step in out
+    final = tmp_path / "qs" / "pretrain" / "final"
+    AutoModelForMaskedLM.from_pretrained(final)
+    with safe_open(str(final / "model.safetensors"), "pt") as f:
+        assert "bert.embeddings.word_embeddings.weight" in set(f.keys())
+    assert AutoTokenizer.from_pretrained(final).cls_token == "[CLS]"
+    assert not (tmp_path / "qs" / "index").exists() and not (tmp_path / "qs" / "tokenizer").exists()
+    report = (tmp_path / "qs" / "report.md").read_text()
+    assert "continued from" in report and report.count("| test ranking:") == 2
+    st = __import__("importlib").util.find_spec("sentence_transformers")
+    if st is not None:  # the bench extra: the folder opens as a sentence-transformers model and encodes as ours
+        import numpy as np
+        from sentence_transformers import SentenceTransformer
+
+        from codebert.encoder import TextEncoder
+
+        best = tmp_path / "qs" / "search" / "best"
+        theirs = SentenceTransformer(str(best), device="cpu").encode(["parse a memory string"])
+        ours = TextEncoder(best).encode_queries(["parse a memory string"])
+        assert np.allclose(theirs, ours, atol=1e-4)
+
+
+def test_quickstart_defaults_to_the_packaged_minilm():
+    from codebert.backbone import PACKAGED_MINILM
+    from codebert.quickstart import QuickstartConfig
+
+    assert QuickstartConfig().init == PACKAGED_MINILM and not QuickstartConfig().from_scratch
+    assert QuickstartConfig(init="none").from_scratch

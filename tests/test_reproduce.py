@@ -132,3 +132,24 @@ def test_two_processes_with_torchrun_share_the_units(tmp_path):
     figures = json.loads((tmp_path / "run" / "figures.json").read_text())
     assert figures["units"]["pretrain/mlm"]["step"] == 20
     assert {r["label"] for r in figures["tables"]["table2"]} == {"BM25", "no pre-training", "MLM"}
+
+
+def test_init_rows_from_a_bert_family_encoder_without_scratch_rows(tmp_path, capsys, tiny_bert_dir):
+    """The CPU preset's shape (`scratch: false`): the backbone zero-shot, fine-tuned directly, and continued."""
+    import yaml
+
+    from codebert.config import read_preset
+
+    preset = read_preset("tiny", None)
+    preset["reproduce"] = {**preset["reproduce"], "variants": ["mlm"], "scratch": False, "search_mode": "bi",
+                           "search_per_language": False, "baselines": ["bm25"]}
+    (tmp_path / "cpu.yaml").write_text(yaml.safe_dump(preset))
+    out = tmp_path / "run"
+    assert cli_main(["reproduce", "--scale", str(tmp_path / "cpu.yaml"), "--init", str(tiny_bert_dir), "--data", str(CORPUS),
+                     "--out", str(out), "--stages", "tokenizer", "pretrain", "search", "report", "--no-progress", "--threads", "1"]) == 0
+    report = (out / "report.md").read_text()
+    table2 = report[report.index("## Table 2"):report.index("## Table 6")]
+    for row in ("BM25", "init, zero-shot (no fine-tuning)", "| init |", "| init + MLM |"):
+        assert row in table2
+    assert "no pre-training" not in table2 and not (out / "pretrain" / "mlm").exists()
+    assert (out / "pretrain" / "init-mlm" / "final" / "model.safetensors").is_file()

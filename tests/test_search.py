@@ -129,7 +129,7 @@ def test_cross_encoder_fits_its_training_pairs_and_is_evaluated_by_the_protocol(
 
 def test_cross_scorer_batches_by_length_but_returns_every_pair_in_place(tiny_model_dir):
     model = finetune.load_cross_encoder(tiny_model_dir).eval()
-    from codebert.tokenizer import load_tokenizer
+    from codebert.backbone import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_model_dir)
     examples = load_examples(CORPUS, "test")

@@ -5,20 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
 from codebert.config import load_config
 from codebert.corpus import build
 from codebert.errors import UserError
-from codebert.tokenizer import (
-    SPECIAL_TOKENS,
-    TrainTokenizerConfig,
-    build_pair,
-    load_tokenizer,
-    main,
-    truncate_pair_lengths,
-)
+from codebert.backbone import load_tokenizer
+from codebert.inputs import ROBERTA, Layout, truncate_pair_lengths
+from codebert.tokenizer import SPECIAL_TOKENS, TrainTokenizerConfig, main
 from conftest import SAMPLES
 
 
@@ -44,8 +40,23 @@ def test_pair_encoding_matches_robertas_layout(tokenizer_dir):
     ids = tok("return the sum", "def add(a, b): return a + b")["input_ids"]
     nl = tok("return the sum", add_special_tokens=False)["input_ids"]
     code = tok("def add(a, b): return a + b", add_special_tokens=False)["input_ids"]
-    assert ids == build_pair(nl, code, 512).input_ids
+    assert Layout.of(tok) == ROBERTA
+    assert ids == ROBERTA.pair(nl, code, 512).input_ids
     assert ids[0] == 0 and ids[len(nl) + 1 : len(nl) + 3] == [2, 2] and ids[-1] == 2
+
+
+def test_a_bert_tokenizer_gets_berts_layout(tiny_bert_dir):
+    tok = load_tokenizer(tiny_bert_dir)
+    layout = Layout.of(tok)
+    cls, sep, pad, mask = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, tok.mask_token_id
+    assert (layout.prefix, layout.middle, layout.suffix, layout.pad_id, layout.mask_id) == ((cls,), (sep,), (sep,), pad, mask)
+    nl = tok("return the sum", add_special_tokens=False)["input_ids"]
+    code = tok("def add(a, b): return a + b", add_special_tokens=False)["input_ids"]
+    assert layout.pair(nl, code, 512).input_ids == tok("return the sum", "def add(a, b): return a + b")["input_ids"]
+    assert layout.single(code, 512) == tok("def add(a, b): return a + b")["input_ids"]
+    # Padding is BERT's id 0; the attention mask comes from the lengths, not from the ids.
+    ids, attention = layout.singles([np.array(nl), np.array(code)], 64)
+    assert ids[0, len(nl) + 2 :].eq(pad).all() and attention.sum(1).tolist() == [len(nl) + 2, len(code) + 2]
 
 
 CODE_SAMPLES = [
@@ -90,7 +101,7 @@ def test_truncation_is_longest_first_like_the_reference():
 
 
 def test_build_pair_truncates_to_max_length_and_reports_segments():
-    pair = build_pair(list(range(10, 30)), list(range(100, 200)), max_length=20)
+    pair = ROBERTA.pair(list(range(10, 30)), list(range(100, 200)), max_length=20)
     assert len(pair.input_ids) == 20
     assert pair.input_ids[pair.nl] == list(range(10, 18)) and pair.input_ids[pair.code] == list(range(100, 108))
     assert pair.input_ids[0] == 0 and pair.input_ids[pair.nl.stop : pair.code.start] == [2, 2]

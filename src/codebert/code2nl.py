@@ -31,10 +31,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
+from codebert.backbone import position_offset
 from codebert.bleu import corpus_bleu, split_punctuation
 from codebert.config import option, to_dict
 from codebert.corpus.jsonl import ReadReport, atomic_write, iter_corpus
 from codebert.errors import UserError
+from codebert.inputs import ROBERTA, Layout, pad_sequences
 from codebert.pretrain_data import BucketedBatches, encode_texts
 from codebert.report import format_table, numeric_table
 from codebert.train_loop import LoopConfig, Trainer, load_weights, read_weights, seed_everything, setup_distributed, steps_for_epochs
@@ -121,16 +123,14 @@ class Seq2SeqBatch:
         return int(self.source_mask.sum() + self.target_mask.sum())
 
 
-def pad_sequences(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-    return ids, (ids != pad_id).long()
+def wrap(ids: np.ndarray, max_length: int, layout: Layout = ROBERTA) -> list[int]:
+    """A source or target in the tokenizer's single layout (`<s> text </s>`, `[CLS] text [SEP]`)."""
+    return layout.single(ids, max_length)
 
 
-def wrap(ids: np.ndarray, max_length: int, cls_id: int = 0, sep_id: int = 2) -> list[int]:
-    return [cls_id, *ids[: max_length - 2].tolist(), sep_id]
+def bos_eos(layout: Layout) -> tuple[int, int]:
+    """The tokens a target starts and ends with: the first and last special token of a single input."""
+    return layout.prefix[0], layout.suffix[-1]
 
 
 # -------------------------------------------------------------------------------------- model
@@ -203,7 +203,10 @@ class IncrementalDecoder:
                 raise ValueError("IncrementalDecoder supports post-norm batch-first decoder layers with packed projections")
         self.heads = self.layers[0].self_attn.num_heads
         embeddings = model.encoder.embeddings
-        self.padding_idx = embeddings.padding_idx
+        self.padding_idx = model.encoder.config.pad_token_id
+        # RoBERTa numbers positions from padding_idx + 1 and skips padding; BERT counts every position from 0.
+        self.roberta_positions = position_offset(model.encoder.config) > 0
+        self.steps = 0
         self.memory_keys, self.memory_values = [], []
         for layer in self.layers:
             _, w_k, w_v = layer.multihead_attn.in_proj_weight.chunk(3)
@@ -228,9 +231,13 @@ class IncrementalDecoder:
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits (rows, V) of the token after each row's prefix, `tokens` (rows,) being its newest token."""
-        is_token = tokens != self.padding_idx
-        self.non_padding = self.non_padding + is_token.long()
-        positions = torch.where(is_token, self.non_padding + self.padding_idx, self.padding_idx)
+        if self.roberta_positions:
+            is_token = tokens != self.padding_idx
+            self.non_padding = self.non_padding + is_token.long()
+            positions = torch.where(is_token, self.non_padding + self.padding_idx, self.padding_idx)
+        else:
+            positions = torch.full_like(tokens, self.steps)
+        self.steps += 1
         x = self.model.encoder.embeddings(input_ids=tokens[:, None], position_ids=positions[:, None])
         for i, layer in enumerate(self.layers):
             attention = layer.self_attn
@@ -400,24 +407,13 @@ def save_seq2seq(model: Seq2Seq, tokenizer, folder: Path) -> None:
 
 def load_seq2seq(folder: str | Path, spec: Seq2SeqSpec | None = None, from_scratch: bool = False, dropout: float | None = None) -> Seq2Seq:
     """A fine-tuned model (folder with code2nl.json), or a new one on a pre-trained encoder."""
-    from transformers import AutoConfig, RobertaModel
+    from codebert.backbone import load_encoder, resolve
 
-    from codebert.modeling import check_model_folder, quiet_transformers
-
-    folder = Path(folder)
-    check_model_folder(folder)
-    overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+    folder = Path(resolve(folder))
     saved = folder / SPEC_FILE
     if saved.is_file():
         spec = Seq2SeqSpec(**json.loads(saved.read_text()))
-    try:
-        with quiet_transformers():  # the pre-training heads are skipped on purpose
-            if from_scratch:
-                encoder = RobertaModel(AutoConfig.from_pretrained(str(folder), **overrides), add_pooling_layer=False)
-            else:
-                encoder = RobertaModel.from_pretrained(str(folder), use_safetensors=True, add_pooling_layer=False, **overrides)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load an encoder from {folder}: {str(exc).splitlines()[0]}") from None
+    encoder = load_encoder(folder, from_scratch=from_scratch, dropout=dropout)  # pre-training heads skipped on purpose
     model = Seq2Seq(encoder, spec or Seq2SeqSpec())
     if saved.is_file():
         weights = load_file(str(folder / DECODER_FILE))
@@ -486,6 +482,8 @@ def generate(model: Seq2Seq, tokenizer, sources: list[str], beam: int, batch_siz
     """Docs written for each source (ordered as given), decoded to text."""
     model.eval()
     spec = model.spec
+    layout = Layout.of(tokenizer)
+    bos, eos = bos_eos(layout)
     encoded = encode_texts(tokenizer, sources)
     out: list[str] = [""] * len(sources)
     order = np.argsort([len(e) for e in encoded], kind="stable")
@@ -493,8 +491,8 @@ def generate(model: Seq2Seq, tokenizer, sources: list[str], beam: int, batch_siz
     bar = tqdm(total=len(sources), desc="generate", unit="doc", dynamic_ncols=True, disable=not progress)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        ids, mask = pad_sequences([wrap(encoded[i], spec.max_source_length) for i in idx], tokenizer.pad_token_id)
-        hyps = beam_search(model, ids.to(device), mask.to(device), beam, spec.max_target_length)
+        ids, mask = layout.pad([wrap(encoded[i], spec.max_source_length, layout) for i in idx])
+        hyps = beam_search(model, ids.to(device), mask.to(device), beam, spec.max_target_length, bos, eos)
         for i, hyp in zip(idx, hyps):
             out[i] = tokenizer.decode(hyp, skip_special_tokens=True).strip()
         bar.update(len(idx))
@@ -512,7 +510,7 @@ def bleu_of(predictions: list[str], pairs: Pairs) -> float:
 def finetune_main(cfg: Code2nlFinetuneConfig) -> dict[str, Any]:
     from transformers.utils import logging as hf_logging
 
-    from codebert.tokenizer import load_tokenizer
+    from codebert.backbone import load_tokenizer
 
     hf_logging.disable_progress_bar()
     dist_info, device = setup_distributed()
@@ -528,11 +526,11 @@ def finetune_main(cfg: Code2nlFinetuneConfig) -> dict[str, Any]:
     model = load_seq2seq(cfg.model, spec, from_scratch=cfg.from_scratch, dropout=cfg.dropout)
     model.spec = spec
     corpus = EncodedPairs(encode_texts(tokenizer, train.sources), encode_texts(tokenizer, [t[0] for t in train.targets]))
-    pad = tokenizer.pad_token_id
+    layout = Layout.of(tokenizer)
 
     def collate(c: EncodedPairs, indices, max_length: int) -> Seq2SeqBatch:
-        src = pad_sequences([wrap(c.sources[i], spec.max_source_length) for i in indices], pad)
-        tgt = pad_sequences([wrap(c.targets[i], spec.max_target_length) for i in indices], pad)
+        src = layout.pad([wrap(c.sources[i], spec.max_source_length, layout) for i in indices])
+        tgt = layout.pad([wrap(c.targets[i], spec.max_target_length, layout) for i in indices])
         return Seq2SeqBatch(*src, *tgt)
 
     def loss_fn(m, batch: Seq2SeqBatch) -> dict[str, Any]:
@@ -601,7 +599,7 @@ def generate_main(cfg: Code2nlEvaluateConfig) -> dict[str, Any]:
 def evaluate_main(cfg: Code2nlEvaluateConfig, score: bool = True) -> dict[str, Any]:
     from transformers.utils import logging as hf_logging
 
-    from codebert.tokenizer import load_tokenizer
+    from codebert.backbone import load_tokenizer
 
     hf_logging.disable_progress_bar()
     if cfg.threads:

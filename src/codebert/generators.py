@@ -302,7 +302,7 @@ class FitGeneratorsConfig:
 
 def fit_main(cfg: FitGeneratorsConfig) -> dict[str, Any]:
     from codebert.pretrain_data import encode_corpus
-    from codebert.tokenizer import load_tokenizer
+    from codebert.backbone import load_tokenizer
 
     start = time.perf_counter()
     tokenizer = load_tokenizer(cfg.tokenizer)

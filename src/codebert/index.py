@@ -344,7 +344,7 @@ class Reranker:
         import torch
 
         from codebert.search.models import SearchSpec, load_cross_encoder
-        from codebert.tokenizer import load_tokenizer
+        from codebert.backbone import load_tokenizer
 
         spec = SearchSpec.read(model)
         if spec is None or spec.mode != "cross":

@@ -1,27 +1,32 @@
-"""The model: transformers' RoBERTa encoder with an MLM head and an ELECTRA-style RTD head.
+"""The pre-training model: a Hugging Face encoder with its family's MLM head and an ELECTRA-style RTD head.
 
-Checkpoint keys are a file format and never change:
-  roberta.*                                  the encoder, as `RobertaForMaskedLM` names it
-  lm_head.{dense,layer_norm,decoder,bias}    RoBERTa's MLM head (decoder tied to the word embeddings)
-  discriminator_predictions.{dense,dense_prediction}   ELECTRA's discriminator head, one logit per token
+Checkpoint keys are a file format and never change; they are the family's own:
+  RoBERTa (ours from scratch, roberta-base, codebert-base):
+    roberta.*                                  the encoder, as `RobertaForMaskedLM` names it
+    lm_head.{dense,layer_norm,decoder,bias}    RoBERTa's MLM head (decoder tied to the word embeddings)
+  BERT (e.g. the packaged all-MiniLM-L6-v2):
+    bert.*                                     the encoder, as `BertForMaskedLM` names it
+    cls.predictions.{transform.*,decoder,bias} BERT's MLM head (decoder tied to the word embeddings)
+  every family:
+    discriminator_predictions.{dense,dense_prediction}   ELECTRA's discriminator head, one logit per token
 so `AutoModel` and `AutoModelForMaskedLM` open our folders without our code (they skip the RTD head),
-and a local `roberta-base` or `microsoft/codebert-base` folder initialises ours (the RTD head is
-then reported as newly initialised).
+and any folder of a supported family initialises ours (heads it lacks are reported as newly
+initialised).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import RobertaConfig, RobertaModel
+from transformers import RobertaConfig, RobertaForMaskedLM
 from transformers.activations import get_activation
-from transformers.models.roberta.modeling_roberta import RobertaLMHead, RobertaPreTrainedModel
 
+from codebert.backbone import MLM_HEADS, from_pretrained, load_config
 from codebert.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -39,7 +44,7 @@ class ModelConfig:
     hidden_dropout_prob: float = 0.1  # dropout after attention and feed-forward
     attention_probs_dropout_prob: float = 0.1  # dropout on attention weights
 
-    def to_roberta(self, vocab_size: int) -> RobertaConfig:
+    def to_roberta(self, vocab_size: int, pad_token_id: int = 1, bos_token_id: int = 0, eos_token_id: int = 2) -> RobertaConfig:
         return RobertaConfig(
             vocab_size=vocab_size,
             hidden_size=self.hidden_size,
@@ -50,9 +55,9 @@ class ModelConfig:
             hidden_dropout_prob=self.hidden_dropout_prob,
             attention_probs_dropout_prob=self.attention_probs_dropout_prob,
             type_vocab_size=1,
-            pad_token_id=1,
-            bos_token_id=0,
-            eos_token_id=2,
+            pad_token_id=pad_token_id,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
             layer_norm_eps=1e-5,
             architectures=["RobertaForMaskedLM"],
         )
@@ -61,7 +66,7 @@ class ModelConfig:
 class DiscriminatorHead(nn.Module):
     """ELECTRA's discriminator head: dense -> activation -> dense to one logit per token."""
 
-    def __init__(self, config: RobertaConfig):
+    def __init__(self, config):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.activation = get_activation(config.hidden_act)
@@ -77,26 +82,28 @@ class EncoderOutput:
     rtd_logits: torch.Tensor | None  # (B, T): one "replaced" logit per position
 
 
-class CodeBertForPreTraining(RobertaPreTrainedModel):
-    """RoBERTa with both pre-training heads. The losses live in `objectives.py`."""
+class PreTrainingHeads:
+    """Mixed into a family's `...ForMaskedLM` class: adds the RTD head and CodeBERT's forward.
 
-    _tied_weights_keys = {
-        "lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight",
-        "lm_head.decoder.bias": "lm_head.bias",
-    }
+    The family's own class keeps its encoder and MLM head under its own key names (`roberta.*` +
+    `lm_head.*`, `bert.*` + `cls.predictions.*`, decoder tied to the word embeddings), so that
+    `AutoModelForMaskedLM` opens our checkpoints without our code; the RTD head adds
+    `discriminator_predictions.*`, which plain transformers skips.
+    """
 
-    def __init__(self, config: RobertaConfig):
+    mlm_head_name: str  # the family's MLM head attribute (backbone.MLM_HEADS)
+
+    def __init__(self, config):
         super().__init__(config)
-        self.roberta = RobertaModel(config, add_pooling_layer=False)
-        self.lm_head = RobertaLMHead(config)
         self.discriminator_predictions = DiscriminatorHead(config)
         self.post_init()
 
-    def get_output_embeddings(self):
-        return self.lm_head.decoder
-
-    def set_output_embeddings(self, new_embeddings):
-        self.lm_head.decoder = new_embeddings
+    def post_init(self):
+        # The family's __init__ calls this before the RTD head exists: skipped then, so that the
+        # whole model is initialised once, at the end, in module order (as a plain class would,
+        # and with the same random weights for a seed as before the families were generalised).
+        if "discriminator_predictions" in self._modules:
+            super().post_init()
 
     def forward(
         self,
@@ -110,60 +117,50 @@ class CodeBertForPreTraining(RobertaPreTrainedModel):
         The MLM head runs only on the selected positions: its vocabulary projection is the
         largest matrix product of a small model, and 85% of its rows would be thrown away.
         """
-        hidden = self.roberta(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
-        mlm_logits = self.lm_head(hidden[mlm_positions]) if mlm_positions is not None else None  # (n, V)
+        hidden = self.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+        mlm_head = getattr(self, self.mlm_head_name)
+        mlm_logits = mlm_head(hidden[mlm_positions]) if mlm_positions is not None else None  # (n, V)
         rtd_logits = self.discriminator_predictions(hidden) if rtd else None  # (B, T)
         return EncoderOutput(mlm_logits=mlm_logits, rtd_logits=rtd_logits)
 
 
-def new_model(cfg: ModelConfig, vocab_size: int) -> CodeBertForPreTraining:
-    """A randomly initialised model (pre-training from scratch)."""
-    return CodeBertForPreTraining(cfg.to_roberta(vocab_size))
+@functools.cache
+def pretraining_class(masked_lm_class: type) -> type:
+    """`CodeBertForPreTraining` for one family: its masked-LM class with the RTD head mixed in."""
+    model_type = masked_lm_class.config_class.model_type
+    if model_type not in MLM_HEADS:
+        raise UserError(f"model type {model_type!r} is not supported for pre-training (supported: {', '.join(sorted(MLM_HEADS))})")
+    return type("CodeBertForPreTraining", (PreTrainingHeads, masked_lm_class), {"mlm_head_name": MLM_HEADS[model_type]})
 
 
-def check_model_folder(path: str | Path) -> None:
-    """A local model folder must have config.json and safetensors weights (a hub id is not checked).
+def class_for(config) -> type:
+    from transformers import MODEL_FOR_MASKED_LM_MAPPING
 
-    A folder with nothing but a pickled `pytorch_model.bin` is refused with a hint on how to
-    convert it: unpickling can run code.
+    if config.model_type not in MLM_HEADS or type(config) not in MODEL_FOR_MASKED_LM_MAPPING:
+        raise UserError(f"model type {config.model_type!r} is not supported for pre-training (supported: {', '.join(sorted(MLM_HEADS))})")
+    return pretraining_class(MODEL_FOR_MASKED_LM_MAPPING[type(config)])
+
+
+# The RoBERTa pre-training model, by name: what from-scratch runs build and older code imports.
+CodeBertForPreTraining = pretraining_class(RobertaForMaskedLM)
+
+
+def new_model(cfg: ModelConfig, vocab_size: int, tokenizer=None) -> CodeBertForPreTraining:
+    """A randomly initialised RoBERTa-shaped model (pre-training from scratch), with the tokenizer's special ids."""
+    if tokenizer is None:
+        return CodeBertForPreTraining(cfg.to_roberta(vocab_size))
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    return CodeBertForPreTraining(cfg.to_roberta(vocab_size, tokenizer.pad_token_id, bos, eos))
+
+
+def load_model(path: str | Path, **overrides):
+    """The pre-training model of any BERT- or RoBERTa-family folder (ours, roberta-base, codebert-base,
+    the packaged MiniLM, a hub id when online).
+
+    A head the folder lacks (MiniLM has no MLM head; no pre-trained model has our RTD head) is
+    newly initialised, the MLM decoder tied to the word embeddings, and reported once; encoder
+    weights that do not load are an error (`backbone.check_loaded`).
     """
-    text = str(path)
-    folder = Path(text)
-    if folder.exists():
-        if not (folder / "config.json").is_file():
-            raise UserError(f"{text}: not a model folder (no config.json)")
-        if not any(folder.glob("*.safetensors")):
-            raise UserError(
-                f"{text}: no .safetensors weights (a pickled pytorch_model.bin is not loaded, as it can run code); "
-                "convert it once with transformers: AutoModel.from_pretrained(DIR).save_pretrained(DIR)"
-            )
-
-
-@contextmanager
-def quiet_transformers():
-    """transformers prints a load report of every head it skips on purpose; we log our own line."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-
-
-def load_model(path: str | Path, **overrides) -> CodeBertForPreTraining:
-    """Load ours, roberta-base or codebert-base (a local folder, or a hub id when online).
-
-    Weights are read from safetensors only (`check_model_folder`).
-    """
-    text = str(path)
-    check_model_folder(text)
-    try:
-        model, info = CodeBertForPreTraining.from_pretrained(text, use_safetensors=True, output_loading_info=True, **overrides)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load a model from {text!r}: {str(exc).splitlines()[0]}") from None
-    missing = sorted({k.rsplit(".", 1)[0] for k in info.get("missing_keys", [])})
-    if missing:
-        log.warning("newly initialised (not in %s): %s", text, ", ".join(missing))
-    return model
+    config = load_config(path, **overrides)
+    return from_pretrained(class_for(config), path, config=config)

@@ -44,17 +44,22 @@ def mask_inputs(
     style: MaskStyle,
     generator: torch.Generator,
     vocab_size: int,
-    first_regular_id: int = 5,
+    special_ids: tuple[int, ...] = (0, 1, 2, 3, 4),
 ) -> torch.Tensor:
     """Replace the selected positions for MLM.
 
     "mask" (the paper, eqs. 3-4): every selected token becomes <mask>.
     "bert" (RoBERTa's 80/10/10): 80% <mask>, 10% a random regular token, 10% unchanged.
+    A regular token is any id of the vocabulary but `special_ids` (the tokenizer's special tokens).
     """
     if style == "mask":
         return torch.where(selected, torch.full_like(input_ids, mask_id), input_ids)
     draw = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
-    random_tokens = torch.randint(first_regular_id, vocab_size, input_ids.shape, generator=generator, device=input_ids.device)
+    special = torch.tensor(sorted(set(special_ids)), dtype=torch.long)
+    regular = torch.ones(vocab_size, dtype=torch.bool)
+    regular[special[special < vocab_size]] = False
+    regular_ids = regular.nonzero().squeeze(1).to(input_ids.device)
+    random_tokens = regular_ids[torch.randint(0, len(regular_ids), input_ids.shape, generator=generator, device=input_ids.device)]
     out = torch.where(selected & (draw < 0.8), torch.full_like(input_ids, mask_id), input_ids)
     return torch.where(selected & (draw >= 0.8) & (draw < 0.9), random_tokens, out)
 

@@ -9,6 +9,7 @@ loss = mlm_weight * L_MLM + rtd_weight * L_RTD (the paper: a plain sum, both wei
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,11 @@ from codebert import objectives
 from codebert.config import option, to_dict
 from codebert.errors import UserError
 from codebert.generators import NgramGenerator, gather_contexts
+from codebert.backbone import load_tokenizer, max_tokens
+from codebert.inputs import Layout
 from codebert.modeling import ModelConfig, load_model, new_model
 from codebert.pretrain_data import Batch, BucketedBatches, EncodedCorpus, collate, encode_corpus
 from codebert.report import numeric_table
-from codebert.tokenizer import load_tokenizer
 from codebert.train_loop import LoopConfig, Trainer, seed_everything, setup_distributed
 
 log = logging.getLogger(__name__)
@@ -39,11 +41,11 @@ class PretrainConfig(LoopConfig):
     objective: Objective = option("mlm+rtd", "pre-training objective")
     tokenizer: Path | None = option(None, "tokenizer folder (default: the one inside --init)")
     generators: Path | None = option(None, "folder with nl.npz and code.npz from `codebert generators fit` (needed for rtd)")
-    init: str | None = option(None, "start from this model folder (ours, roberta-base, codebert-base) instead of from scratch")
+    init: str | None = option(None, "start from this model (a folder of ours or of any BERT/RoBERTa-family encoder, `minilm` for the packaged all-MiniLM-L6-v2, a hub id online) instead of from scratch")
     resume: str | None = option(None, "auto: continue from the newest checkpoint in --out; or a checkpoint folder")
     languages: list[str] = option([], "languages to train on (empty: all in the corpus)")
     max_records: int = option(0, "read at most this many records per language and file (0: all)")
-    max_length: int = option(256, "tokens per example, <s> NL </s></s> CODE </s>, truncated longest first")
+    max_length: int = option(256, "tokens per example, NL and code as a pair in the tokenizer's layout, truncated longest first")
     batch_size: int = option(32, "examples per micro-batch per process")
     mask_rate: float = option(0.15, "share of NL and of code positions selected (paper: 15%)")
     mask_style: Literal["mask", "bert"] = option("mask", "mask: all selected -> <mask> (paper eqs. 3-4); bert: 80/10/10")
@@ -85,7 +87,7 @@ class PretrainConfig(LoopConfig):
         if not 0 < self.mask_rate < 1:
             problems.append("--mask-rate: must be in (0, 1)")
         if not 8 <= self.max_length <= 512:
-            problems.append("--max-length: must be in [8, 512] (RoBERTa has 514 positions)")
+            problems.append("--max-length: must be in [8, 512] (RoBERTa has 514 positions, BERT 512)")
         if self.batch_size < 1:
             problems.append("--batch-size: must be >= 1")
         if self.hidden_size % max(self.num_attention_heads, 1):
@@ -111,13 +113,17 @@ class Corruptor:
 
     def __init__(self, cfg: PretrainConfig, tokenizer, generators: dict[str, NgramGenerator] | None):
         self.cfg = cfg
-        self.mask_id = tokenizer.mask_token_id
+        self.layout = Layout.of(tokenizer)
+        if self.layout.mask_id is None:
+            raise UserError("the tokenizer has no mask token: it cannot be used for MLM")
+        self.mask_id = self.layout.mask_id
         self.vocab_size = len(tokenizer)
         self.generators = generators
 
     def masked(self, batch: Batch, rng: torch.Generator, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         selected = objectives.select_positions(batch.segments, self.cfg.mask_rate, rng, rows=rows)
-        ids = objectives.mask_inputs(batch.input_ids, selected, self.mask_id, self.cfg.mask_style, rng, self.vocab_size)
+        ids = objectives.mask_inputs(batch.input_ids, selected, self.mask_id, self.cfg.mask_style, rng, self.vocab_size,
+                                     self.layout.special_ids)
         return ids, selected
 
     def corrupted(
@@ -212,7 +218,7 @@ def make_evaluate(cfg: PretrainConfig, corruptor: Corruptor, valid: EncodedCorpu
         rng = torch.Generator().manual_seed(12345)
         sums = {"mlm_correct": 0, "mlm_total": 0, "rtd_correct": 0, "rtd_total": 0, "mlm_loss": 0.0}
         for start in range(0, len(indices), cfg.batch_size):
-            batch = collate(valid, indices[start : start + cfg.batch_size], cfg.max_length)
+            batch = collate(valid, indices[start : start + cfg.batch_size], cfg.max_length, corruptor.layout)
             rows = torch.ones(len(batch.input_ids), dtype=torch.bool)
             masked, selected = corruptor.masked(batch, rng, rows)
             out = model(masked.to(device), batch.attention_mask.to(device), mlm_positions=selected.to(device))
@@ -262,9 +268,11 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
         model = load_model(cfg.init, hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout)
         if model.config.vocab_size != len(tokenizer):
             raise UserError(f"--init has {model.config.vocab_size} tokens, the tokenizer {len(tokenizer)}")
+        if cfg.max_length > max_tokens(model.config):
+            raise UserError(f"--max-length {cfg.max_length}: --init takes at most {max_tokens(model.config)} tokens")
     else:
         shape = cfg.model_shape()
-        model = new_model(shape, len(tokenizer))
+        model = new_model(shape, len(tokenizer), tokenizer)
     log.info("model: %.1fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
 
     code_only = cfg.modality == "code"
@@ -272,9 +280,10 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
     train = encode_corpus(cfg.data, tokenizer, "train", cfg.languages, include_unimodal=with_unimodal, max_records=cfg.max_records, code_only=code_only)
     # Validation stays on pairs for every run, so that valid MLM accuracy compares across variants.
     valid = encode_corpus(cfg.data, tokenizer, "valid", cfg.languages, include_unimodal=False, max_records=cfg.max_records)
-    batches = BucketedBatches(train, cfg.batch_size, cfg.max_length, cfg.seed, dist_info.rank, dist_info.world)
-    rng = TorchRng(cfg.seed * 1000 + dist_info.rank)
     corruptor = Corruptor(cfg, tokenizer, generators)
+    batches = BucketedBatches(train, cfg.batch_size, cfg.max_length, cfg.seed, dist_info.rank, dist_info.world,
+                              collate_fn=functools.partial(collate, layout=corruptor.layout))
+    rng = TorchRng(cfg.seed * 1000 + dist_info.rank)
 
     def save_model(m, folder: Path) -> None:
         m.save_pretrained(folder)

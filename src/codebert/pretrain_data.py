@@ -1,8 +1,9 @@
 """Pre-training data: tokenised NL-code pairs and unimodal code, in length-bucketed, resumable batches.
 
 The text of each side is CodeBERT's: doc tokens and code tokens joined by spaces (tokenizer.nl_text,
-tokenizer.code_text). A unimodal function is laid out as a pair with an empty NL segment,
-`<s> </s></s> CODE </s>`, so that both kinds share one input format.
+tokenizer.code_text). A unimodal function is laid out as a pair with an empty NL segment
+(`<s> </s></s> CODE </s>` in RoBERTa's layout), so that both kinds share one input format; the
+layout is the tokenizer's own (`codebert.inputs.Layout`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import torch
 from codebert.corpus.jsonl import UNIMODAL, ReadReport, iter_corpus
 from codebert.errors import UserError
 from codebert.objectives import CODE, NL
-from codebert.tokenizer import build_pair, code_text, nl_text
+from codebert.inputs import ROBERTA, Layout
+from codebert.tokenizer import code_text, nl_text
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ class EncodedCorpus:
     def lengths(self, max_length: int) -> np.ndarray:
         nl = np.array([len(x) for x in self.nl])
         code = np.array([len(x) for x in self.code])
-        return np.minimum(nl + code + 4, max_length)
+        return np.minimum(nl + code + 4, max_length)  # a sorting key for batching: RoBERTa's 4 special tokens
 
 
 def encode_texts(tokenizer, texts: list[str], batch: int = 2048) -> list[np.ndarray]:
@@ -71,7 +73,7 @@ def encode_corpus(
 
 @dataclass
 class Batch:
-    input_ids: torch.Tensor  # (B, T) <s> NL </s></s> CODE </s> <pad>...
+    input_ids: torch.Tensor  # (B, T) PREFIX NL MIDDLE CODE SUFFIX <pad>... (<s> NL </s></s> CODE </s> for RoBERTa)
     attention_mask: torch.Tensor  # (B, T) 1 for tokens, 0 for padding
     segments: torch.Tensor  # (B, T) 0 special/pad, 1 NL, 2 code
     unimodal: torch.Tensor  # (B,) bool
@@ -80,17 +82,15 @@ class Batch:
         return int(self.attention_mask.sum())
 
 
-def collate(corpus: EncodedCorpus, indices: list[int] | np.ndarray, max_length: int, pad_id: int = 1) -> Batch:
+def collate(corpus: EncodedCorpus, indices: list[int] | np.ndarray, max_length: int, layout: Layout = ROBERTA) -> Batch:
     """Lay out examples as pairs, truncated longest-first, padded to the longest in the batch."""
-    pairs = [build_pair(corpus.nl[i].tolist(), corpus.code[i].tolist(), max_length) for i in indices]
-    width = max(len(p.input_ids) for p in pairs)
-    ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
-    segments = torch.zeros((len(pairs), width), dtype=torch.long)
+    pairs = [layout.pair(corpus.nl[i].tolist(), corpus.code[i].tolist(), max_length) for i in indices]
+    ids, mask = layout.pad([p.input_ids for p in pairs])
+    segments = torch.zeros_like(ids)
     for row, pair in enumerate(pairs):
-        ids[row, : len(pair.input_ids)] = torch.tensor(pair.input_ids)
         segments[row, pair.nl] = NL
         segments[row, pair.code] = CODE
-    return Batch(ids, (ids != pad_id).long(), segments, torch.from_numpy(corpus.unimodal[np.asarray(indices)]))
+    return Batch(ids, mask, segments, torch.from_numpy(corpus.unimodal[np.asarray(indices)]))
 
 
 class BucketedBatches:

@@ -43,7 +43,7 @@ from codebert.config import option
 from codebert.corpus.jsonl import ReadReport, atomic_write, iter_corpus
 from codebert.errors import UserError
 from codebert.report import format_table
-from codebert.tokenizer import PAIR_SPECIAL_TOKENS, truncate_pair_lengths
+from codebert.inputs import Layout, truncate_pair_lengths
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,10 @@ class MaskScorer:
 
     def __init__(self, model, tokenizer, layout: str, max_length: int, device):
         self.model, self.tokenizer, self.layout, self.max_length, self.device = model, tokenizer, layout, max_length, device
-        self.mask_id = tokenizer.mask_token_id
+        self.inputs = Layout.of(tokenizer)  # the tokenizer's own special tokens around the text or the pair
+        if self.inputs.mask_id is None:
+            raise UserError("the tokenizer has no mask token: it cannot be probed")
+        self.mask_id = self.inputs.mask_id
         self._pieces: dict[str, list[int]] = {}
 
     def pieces(self, word: str) -> list[int]:
@@ -231,16 +234,15 @@ class MaskScorer:
         """(input ids, position of the first mask) for one item with a span of `span` masks."""
         if self.layout == "joined":
             ids, at = self._segment(item["nl_tokens"] + item["pl_tokens"], span)
-            keep = self.max_length - 2
+            keep = self.max_length - self.inputs.single_overhead
             body = _window(ids, keep, at, span)
             start = 0 if at + span <= keep else at + span - keep
-            return [self.tokenizer.cls_token_id, *body, self.tokenizer.sep_token_id], 1 + at - start
+            return [*self.inputs.prefix, *body, *self.inputs.suffix], len(self.inputs.prefix) + at - start
         nl, nl_at = self._segment(item["nl_tokens"], span)
         code, code_at = self._segment(item["pl_tokens"], span)
-        nl_keep, code_keep = truncate_pair_lengths(len(nl), len(code), self.max_length - PAIR_SPECIAL_TOKENS)
+        nl_keep, code_keep = truncate_pair_lengths(len(nl), len(code), self.max_length - self.inputs.pair_overhead)
         nl_part, code_part = _window(nl, nl_keep, nl_at, span), _window(code, code_keep, code_at, span)
-        cls, sep = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
-        ids = [cls, *nl_part, sep, sep, *code_part, sep]
+        ids = [*self.inputs.prefix, *nl_part, *self.inputs.middle, *code_part, *self.inputs.suffix]
         first = ids.index(self.mask_id)
         return ids, first
 
@@ -248,14 +250,11 @@ class MaskScorer:
     def log_probs(self, items: list[dict[str, Any]], span: int) -> torch.Tensor:
         """(items, span, vocab) log-probabilities at the masked positions."""
         encoded = [self.encode(item, span) for item in items]
-        width = max(len(ids) for ids, _ in encoded)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-        positions = torch.zeros((len(encoded), width), dtype=torch.bool)
-        for row, (seq, first) in enumerate(encoded):
-            ids[row, : len(seq)] = torch.tensor(seq)
+        ids, attention = self.inputs.pad([seq for seq, _ in encoded])
+        positions = torch.zeros_like(ids, dtype=torch.bool)
+        for row, (_, first) in enumerate(encoded):
             positions[row, first : first + span] = True
-        out = self.model(ids.to(self.device), (ids != pad).long().to(self.device), mlm_positions=positions.to(self.device))
+        out = self.model(ids.to(self.device), attention.to(self.device), mlm_positions=positions.to(self.device))
         return torch.log_softmax(out.mlm_logits.float(), dim=-1).view(len(items), span, -1).cpu()
 
 
@@ -282,7 +281,7 @@ def run_main(cfg: ProbeRunConfig) -> dict[str, Any]:
     from transformers.utils import logging as hf_logging
 
     from codebert.modeling import load_model
-    from codebert.tokenizer import load_tokenizer
+    from codebert.backbone import load_tokenizer
 
     hf_logging.disable_progress_bar()
     if cfg.threads:

@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from codebert.backbone import resolve
 from codebert.config import load_config, option, read_preset, resolve_preset
 from codebert.corpus.jsonl import atomic_write, corpus_files
 from codebert.errors import UserError
@@ -48,7 +49,8 @@ class ReproduceConfig:
     data: Path = option(help="corpus folder (CodeSearchNet layout) with train, valid, test and unimodal files")
     out: Path = option(help="folder for every stage's output, report.md and figures.json")
     scale: str = option("small", "tiny (tests, minutes), small (our CPU), base (the paper, multi-GPU), or a YAML preset file")
-    init: str | None = option(None, "also pre-train from this checkpoint folder (roberta-base, codebert-base, ours): the init=checkpoint rows")
+    init: str | None = option(None, "also pre-train from this encoder (a folder of ours or of any BERT/RoBERTa-family model, "
+                                     "`minilm` for the packaged all-MiniLM-L6-v2, a hub id online): the init=checkpoint rows")
     unseen: Path | None = option(None, "corpus folder of a language not in pre-training (e.g. C#) for Table 6; none: Table 6 is skipped")
     languages: list[str] = option([], "languages of --data to use (empty: all in the corpus)")
     variants: list[str] = option([], "only these pre-training variants (empty: the scale's); e.g. to share the work between "
@@ -83,6 +85,7 @@ class Budget:
     """The `reproduce` section of a scale preset: what the scale can afford beyond each stage's own section."""
 
     variants: list[str] = option(OBJECTIVES, "pre-training variants, from: none, code-only, mlm, rtd, mlm+rtd")
+    scratch: bool = option(True, "with --init, also the variants from random weights (false: only the init rows, as a CPU affords)")
     search_mode: Literal["cross", "bi"] = option("cross", "cross: the paper's classifier; bi: a bi-encoder (cheap to evaluate on a CPU)")
     search_per_language: bool = option(True, "one fine-tuned model per language (the paper) or one for all")
     search_group_size: int = option(1000, "candidates per test group (the paper: 1,000)")
@@ -122,7 +125,7 @@ class Variant:
 
 
 def variants_of(budget: Budget, init: str | None) -> list[Variant]:
-    rows = [Variant(objective) for objective in budget.variants]
+    rows = [Variant(objective) for objective in budget.variants] if budget.scratch or init is None else []
     if init is not None:
         rows.append(Variant("init", from_init=True))
         rows += [Variant(objective, from_init=True) for objective in budget.variants if objective != "none"]
@@ -251,14 +254,15 @@ def main(cfg: ReproduceConfig) -> dict[str, Any]:
     cfg.out.mkdir(parents=True, exist_ok=True)
     common = {"threads": cfg.threads or None, "progress": cfg.progress}
     needs_generators = any(v.objective in ("rtd", "mlm+rtd") for v in variants)
+    zero_shot = cfg.init is not None and _is_sentence_encoder(cfg.init)
     plan = {"tokenizer": 1, "generators": int(needs_generators), "pretrain": len(variants),
-            "search": len(budget.baselines) + len(variants) * (len(languages) if budget.search_per_language else 1),
+            "search": len(budget.baselines) + int(zero_shot) + len(variants) * (len(languages) if budget.search_per_language else 1),
             "probe": 1 + len(variants), "code2nl": len(variants), "unseen": len(variants) if cfg.unseen else 0}
     runner = Runner(cfg, plan)
     started = datetime.now(timezone.utc)
 
     # 1-2. tokenizer and generators
-    tokenizer = Path(cfg.init) if cfg.init else cfg.out / "tokenizer"
+    tokenizer = Path(resolve(cfg.init)) if cfg.init else cfg.out / "tokenizer"
     runner.run("tokenizer", "tokenizer", lambda: _tokenizer(cfg, tokenizer))
     generators = cfg.out / "generators"
     if needs_generators:
@@ -276,6 +280,8 @@ def main(cfg: ReproduceConfig) -> dict[str, Any]:
     search_dir = cfg.out / "search"
     for kind in budget.baselines:
         runner.run(f"search/{kind}", "search", lambda k=kind: _baseline(cfg, budget, k, tokenizer, languages, common))
+    if zero_shot:  # a sentence encoder as --init: ranked as it came, before any fine-tuning
+        runner.run("search/zero-shot", "search", lambda: _zero_shot(cfg, budget, languages, common))
     for variant in variants:
         groups = [[lang] for lang in languages] if budget.search_per_language else [languages]
         for langs in groups:
@@ -314,15 +320,16 @@ def main(cfg: ReproduceConfig) -> dict[str, Any]:
 
 def _model_path(cfg: ReproduceConfig, variant: Variant) -> str:
     if variant.objective == "init":
-        return str(cfg.init)
+        return resolve(str(cfg.init))
     return str(cfg.out / "pretrain" / variant.slug / "final")
 
 
 def _tokenizer(cfg: ReproduceConfig, out: Path) -> dict[str, Any]:
     from codebert import tokenizer as stage
+    from codebert.backbone import load_tokenizer
 
     if cfg.init:
-        tok = stage.load_tokenizer(cfg.init)
+        tok = load_tokenizer(cfg.init)
         return {"out": str(cfg.init), "vocab_size": len(tok), "from": "init"}
     return stage.main(_stage_config(stage.TrainTokenizerConfig, cfg.scale, "tokenizer",
                                     {"data": str(cfg.data), "out": str(out), "languages": cfg.languages or None}))
@@ -360,7 +367,7 @@ def _random_model(cfg: ReproduceConfig, variant: Variant, tokenizer: Path, out: 
 
     from codebert import pretrain
     from codebert.modeling import new_model
-    from codebert.tokenizer import load_tokenizer
+    from codebert.backbone import load_tokenizer
 
     shape = _stage_config(pretrain.PretrainConfig, cfg.scale, "pretrain",
                           {"data": str(cfg.data), "out": str(out.parent), "tokenizer": str(tokenizer), "objective": "mlm"})
@@ -400,6 +407,21 @@ def _search(cfg: ReproduceConfig, budget: Budget, variant: Variant, model: str, 
         "max_groups": budget.search_max_groups, "queries_per_group": budget.search_queries_per_group,
         "full": budget.search_mode == "bi", "label": variant.name, "out": str(run / "results.json"), **common}))
     return {**{f"finetune_{k}": v for k, v in tuned.items()}, **scored, "run": str(run)}
+
+
+def _is_sentence_encoder(init: str) -> bool:
+    from codebert.search.evaluate import zero_shot_spec
+
+    return zero_shot_spec(init) is not None
+
+
+def _zero_shot(cfg: ReproduceConfig, budget: Budget, languages: list[str], common: dict[str, Any]) -> dict[str, Any]:
+    from codebert.search import evaluate
+
+    return evaluate.main(_stage_config(evaluate.SearchEvaluateConfig, None, None, {
+        "model": str(cfg.init), "data": str(cfg.data), "language": languages, "group_size": budget.search_group_size,
+        "max_groups": budget.search_max_groups, "label": "init, zero-shot (no fine-tuning)",
+        "out": str(cfg.out / "search" / "zero-shot.json"), **common}))
 
 
 def _probe_items(cfg: ReproduceConfig, budget: Budget, out: Path, languages: list[str]) -> dict[str, Any]:

@@ -49,6 +49,8 @@ def _ordered(languages: list[str]) -> list[str]:
 def search_rows(budget, variants, languages: list[str], units: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Table 2 rows: baselines, then variants (per-language runs merged into one row)."""
     rows = [units[f"search/{kind}"] for kind in budget.baselines if f"search/{kind}" in units]
+    if "languages" in units.get("search/zero-shot", {}):
+        rows.append(units["search/zero-shot"])
     for variant in variants:
         merged: dict[str, Any] = {"label": variant.name, "languages": []}
         for key, figures in units.items():

@@ -1,15 +1,11 @@
-"""Byte-level BPE on NL and code, saved as a RoBERTa tokenizer; and the NL-code pair layout.
+"""Byte-level BPE on NL and code, saved as a RoBERTa tokenizer; and the text of each side of a pair.
 
 `codebert tokenizer train` learns the merges with the `tokenizers` library, then saves them through
 `transformers.RobertaTokenizer`, so that `AutoTokenizer.from_pretrained(DIR)` opens the folder with
 RoBERTa's special tokens at RoBERTa's ids (`<s>`=0, `<pad>`=1, `</s>`=2, `<unk>`=3, `<mask>`=4).
-Any local RoBERTa or CodeBERT tokenizer folder (or a hub id, online) loads the same way.
-
-The pair layout is RoBERTa's, as CodeBERT's reference scripts build it:
-    <s> NL </s></s> CODE </s>
-A pair longer than the model's window is cut "longest first": tokens are removed from the end of
-whichever segment is longer, from the code on a tie, until it fits (BERT's `_truncate_seq_pair`,
-used by CodeBERT's code-search scripts). `truncate_pair_lengths` gives the same lengths in closed form.
+A backbone's own tokenizer (any BERT- or RoBERTa-family folder) is used instead where a stage starts
+from a pre-trained encoder: `codebert.backbone.load_tokenizer` loads either, and the input layout
+(`<s> NL </s></s> CODE </s>`, `[CLS] NL [SEP] CODE [SEP]`) is read off it by `codebert.inputs.Layout`.
 """
 
 from __future__ import annotations
@@ -20,7 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from codebert.config import option
 from codebert.corpus.jsonl import UNIMODAL, ReadReport, iter_corpus
@@ -30,7 +26,6 @@ log = logging.getLogger(__name__)
 
 # RoBERTa's special tokens, in id order: the ids are part of the checkpoint format.
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
-PAIR_SPECIAL_TOKENS = 4  # <s>, </s></s> between the segments, </s> at the end
 
 
 @dataclass
@@ -105,26 +100,6 @@ def save(tokenizer, out: Path) -> None:
             item.replace(out / item.name)
 
 
-def load_tokenizer(name_or_path: str | Path):
-    """A RoBERTa-style tokenizer from a folder (ours, roberta-base, codebert-base) or a hub id.
-
-    Checks the special-token ids that the checkpoint format relies on.
-    """
-    from transformers import AutoTokenizer
-
-    text = str(name_or_path)
-    if Path(text).exists() and not (Path(text) / "tokenizer_config.json").exists() and not (Path(text) / "vocab.json").exists():
-        raise UserError(f"{text}: not a tokenizer folder (no tokenizer_config.json or vocab.json)")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(text)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load a tokenizer from {text!r}: {str(exc).splitlines()[0]}") from None
-    for expected_id, token in enumerate(SPECIAL_TOKENS):
-        if tokenizer.convert_tokens_to_ids(token) != expected_id:
-            raise UserError(f"{text}: special token {token} has id {tokenizer.convert_tokens_to_ids(token)}, expected {expected_id} (RoBERTa layout)")
-    return tokenizer
-
-
 def nl_text(record: dict[str, Any]) -> str:
     """The NL side of a pair, as CodeBERT's reference scripts build it: doc tokens joined by spaces."""
     return " ".join(record["docstring_tokens"])
@@ -133,34 +108,6 @@ def nl_text(record: dict[str, Any]) -> str:
 def code_text(record: dict[str, Any]) -> str:
     """The code side of a pair: code tokens joined by spaces (comments and docstring already out)."""
     return " ".join(record["code_tokens"])
-
-
-def truncate_pair_lengths(nl_len: int, code_len: int, budget: int) -> tuple[int, int]:
-    """Lengths kept by longest-first truncation of two segments to at most `budget` tokens in all.
-
-    Same result as repeatedly dropping the last token of the longer segment (the code on a tie).
-    """
-    if budget < 0:
-        raise ValueError("budget must be >= 0")
-    if nl_len + code_len <= budget:
-        return nl_len, code_len
-    nl_keep = min(nl_len, max((budget + 1) // 2, budget - code_len))
-    return nl_keep, budget - nl_keep
-
-
-class PairEncoding(NamedTuple):
-    input_ids: list[int]  # <s> NL </s></s> CODE </s>
-    nl: slice  # positions of the NL tokens in input_ids
-    code: slice  # positions of the code tokens in input_ids
-
-
-def build_pair(nl_ids: list[int], code_ids: list[int], max_length: int, cls_id: int = 0, sep_id: int = 2) -> PairEncoding:
-    """Lay out one NL-code pair in RoBERTa's format, truncated longest-first to `max_length`."""
-    if max_length < PAIR_SPECIAL_TOKENS:
-        raise ValueError(f"max_length must be at least {PAIR_SPECIAL_TOKENS}")
-    nl_keep, code_keep = truncate_pair_lengths(len(nl_ids), len(code_ids), max_length - PAIR_SPECIAL_TOKENS)
-    ids = [cls_id, *nl_ids[:nl_keep], sep_id, sep_id, *code_ids[:code_keep], sep_id]
-    return PairEncoding(ids, slice(1, 1 + nl_keep), slice(3 + nl_keep, 3 + nl_keep + code_keep))
 
 
 def main(cfg: TrainTokenizerConfig) -> dict[str, Any]:

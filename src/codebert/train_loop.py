@@ -55,7 +55,7 @@ class LoopConfig:
     adam_epsilon: float = option(1e-6, "AdamW epsilon (RoBERTa's 1e-6)")
     max_grad_norm: float = option(1.0, "clip the gradient norm to this (0: no clipping)")
     grad_accumulation: int = option(1, "micro-batches summed into one optimizer step")
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = option("auto", "autocast precision; auto: bf16 where the hardware runs it faster than fp32 (measured at start), else fp32")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = option("auto", "autocast precision; auto: bf16 where the hardware has bf16 instructions (CUDA; CPU with AVX512-BF16/AMX), else fp32")
     log_every: int = option(10, "steps between metric lines")
     eval_every: int = option(0, "steps between validations (0: only at the end)")
     save_every: int = option(0, "steps between checkpoints (0: only final/)")
@@ -107,21 +107,28 @@ def setup_distributed() -> tuple[Dist, torch.device]:
     return Dist(rank, world, local), device
 
 
-def _bf16_matmul_is_faster(size: int = 256, repeats: int = 3) -> bool:
-    """Time a bf16 and an fp32 matrix product on this CPU.
+CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 AVX512-BF16 / AMX-BF16, Arm's BF16 extension
 
-    CPUs with AVX512-BF16 or AMX run bf16 matmuls up to twice as fast as fp32; CPUs without
-    them (AVX2 only) emulate bf16 up to 100x slower. Measuring beats guessing from flags.
+
+def cpu_runs_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU has bf16 matrix instructions, from the flags the kernel lists.
+
+    CPUs with AVX512-BF16 or AMX run bf16 matmuls up to twice as fast as fp32; CPUs without them
+    (AVX2 only) emulate bf16 up to 100x slower. The answer must be the same every time a run is
+    started on a machine: a timed race between the two, as this once was, flipped under load, so
+    that a run and its resumption (or two runs of one seed) trained in different precisions.
     """
-    timings = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-        a @ b  # warm-up
-        start = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
-        timings[dtype] = time.perf_counter() - start
-    return timings[torch.bfloat16] < timings[torch.float32]
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False  # not Linux: no way to tell without timing, so the safe choice
+    flags = set()
+    for line in cpuinfo.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return bool(flags & CPU_BF16_FLAGS)
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
@@ -132,7 +139,7 @@ def resolve_precision(requested: str, device: torch.device) -> str:
         return requested
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if _bf16_matmul_is_faster() else "fp32"
+    return "bf16" if cpu_runs_bf16() else "fp32"
 
 
 def seed_everything(seed: int) -> None:
@@ -296,6 +303,7 @@ class Trainer:
                 "batches": self.batches.state_dict(),
                 "stateful": {k: v.state_dict() for k, v in self.stateful.items()},
                 "best": self.best,
+                "precision": self.precision,
             }
             torch.save(state, tmp / STATE_FILE)
         if final.exists():
@@ -327,6 +335,12 @@ class Trainer:
         _set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.best = state.get("best")
+        # A run goes on in the precision it started in (`auto` could resolve otherwise on another machine).
+        if self.cfg.precision == "auto" and state.get("precision", self.precision) != self.precision:
+            log.info("precision: %s, as the run started (auto would pick %s here)", state["precision"], self.precision)
+            self.precision = state["precision"]
+            self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+            self.scaler.load_state_dict(state["scaler"])
 
     # ---------------------------------------------------------------------------------- logging
     def _log(self, record: dict[str, Any], writer) -> None:

@@ -297,7 +297,7 @@ def main(cfg: SearchBaselineConfig) -> dict[str, Any]:
         torch.set_num_threads(cfg.threads)
     tokenizer = None
     if cfg.kind != "bm25":
-        from codebert.tokenizer import load_tokenizer
+        from codebert.backbone import load_tokenizer
 
         tokenizer = load_tokenizer(cfg.tokenizer)
     cfg.out.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from codebert.backbone import resolve
+from codebert.inputs import Layout
 from codebert.config import option
 from codebert.corpus.jsonl import atomic_write, corpus_files
 from codebert.errors import UserError
@@ -79,6 +81,7 @@ class CrossScorer:
 
     def __init__(self, model, tokenizer, examples: SearchExamples, max_length: int, batch_size: int, device, bar: tqdm | None = None):
         self.model, self.max_length, self.batch_size, self.device, self.bar = model.eval(), max_length, batch_size, device, bar
+        self.layout = Layout.of(tokenizer)
         self.queries = encode_texts(tokenizer, examples.queries)
         self.codes = encode_texts(tokenizer, examples.codes)
         self.pairs_scored, self.seconds = 0, 0.0
@@ -95,7 +98,7 @@ class CrossScorer:
         for begin in range(0, len(order), self.batch_size):
             flat = order[begin : begin + self.batch_size]
             qi, ci = np.divmod(flat, len(codes))
-            ids, mask = cross_inputs([(self.queries[queries[a]], self.codes[codes[b]]) for a, b in zip(qi, ci)], self.max_length)
+            ids, mask = cross_inputs([(self.queries[queries[a]], self.codes[codes[b]]) for a, b in zip(qi, ci)], self.max_length, self.layout)
             out[flat] = positive_logit(self.model, ids.to(self.device), mask.to(self.device)).float().cpu().numpy()
             if self.bar is not None:
                 self.bar.update(len(flat))
@@ -154,16 +157,29 @@ def full_ranking_mrr(query_vectors: np.ndarray, code_vectors: np.ndarray, rerank
     return figures
 
 
+def zero_shot_spec(model: str) -> SearchSpec | None:
+    """A sentence-transformers folder (or `minilm`) without our search_model.json: evaluated as it is,
+    as a bi-encoder with its own pooling (the "zero-shot" rows), at our bi-encoder's default lengths."""
+    folder = Path(resolve(model))
+    if not (folder / "modules.json").is_file():
+        return None
+    pooling_file = folder / "1_Pooling" / "config.json"
+    pooling = "mean"
+    if pooling_file.is_file() and json.loads(pooling_file.read_text(encoding="utf-8")).get("pooling_mode_cls_token"):
+        pooling = "cls"
+    return SearchSpec(mode="bi", pooling=pooling)
+
+
 def main(cfg: SearchEvaluateConfig) -> dict[str, Any]:
     from transformers.utils import logging as hf_logging
 
     from codebert.search.finetune import encode_all
-    from codebert.tokenizer import load_tokenizer
+    from codebert.backbone import load_tokenizer
 
     hf_logging.disable_progress_bar()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    spec = SearchSpec.read(cfg.model)
+    spec = SearchSpec.read(resolve(cfg.model)) or zero_shot_spec(cfg.model)
     if spec is None:
         raise UserError(f"{cfg.model}: no search_model.json; fine-tune it first with `codebert search finetune`")
     if cfg.full and spec.mode != "bi":
@@ -191,8 +207,9 @@ def main(cfg: SearchEvaluateConfig) -> dict[str, Any]:
             bar.close()
             figures[f"{lang}_pairs_per_s"] = scorer.pairs_scored / max(scorer.seconds, 1e-9)
         else:
-            q = encode_all(model, encode_texts(tokenizer, examples.queries), spec.query_length, cfg.batch_size, device).numpy()
-            c = encode_all(model, encode_texts(tokenizer, examples.codes), spec.max_length, cfg.batch_size, device).numpy()
+            layout = Layout.of(tokenizer)
+            q = encode_all(model, encode_texts(tokenizer, examples.queries), spec.query_length, cfg.batch_size, device, layout).numpy()
+            c = encode_all(model, encode_texts(tokenizer, examples.codes), spec.max_length, cfg.batch_size, device, layout).numpy()
             mrrs[lang], queries = group_mrr(VectorScorer(q, c), groups, cfg.queries_per_group)
             if cfg.full:
                 rerank_fn = None

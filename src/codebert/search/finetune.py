@@ -31,7 +31,8 @@ from codebert.search.metrics import gold_ranks, mean_reciprocal_rank
 from codebert.search.models import (
     Mode, Pooling, SearchSpec, cross_inputs, info_nce, load_bi_encoder, load_cross_encoder, save_bi_encoder, single_inputs,
 )
-from codebert.tokenizer import load_tokenizer
+from codebert.backbone import load_config, load_tokenizer, max_tokens
+from codebert.inputs import ROBERTA, Layout
 from codebert.train_loop import LoopConfig, Trainer, load_weights, read_weights, seed_everything, setup_distributed, steps_for_epochs
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(kw_only=True)
 class SearchFinetuneConfig(LoopConfig):
-    model: str = option(help="pre-trained model folder (ours, roberta-base, codebert-base) to start from")
+    model: str = option(help="pre-trained model to start from: a folder of ours or of any BERT/RoBERTa-family encoder, `minilm` (the packaged all-MiniLM-L6-v2), a hub id online")
     data: Path = option(help="corpus folder (CodeSearchNet layout) with train and valid splits")
     out: Path = option(help="run folder: checkpoints, best/ (the model to evaluate), final/, metrics.jsonl")
     mode: Mode = option("cross", "cross: the paper's pair classifier; bi: a bi-encoder for retrieval")
@@ -101,6 +102,7 @@ class PairCorpus:
 
     tokens: TokenisedExamples
     pairs: ClassificationPairs
+    layout: Layout = ROBERTA  # the tokenizer's special tokens
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -123,7 +125,7 @@ class CrossBatch:
 
 def collate_cross(corpus: PairCorpus, indices, max_length: int) -> CrossBatch:
     pairs = [(corpus.tokens.queries[corpus.pairs.query[i]], corpus.tokens.codes[corpus.pairs.code[i]]) for i in indices]
-    ids, mask = cross_inputs(pairs, max_length)
+    ids, mask = cross_inputs(pairs, max_length, corpus.layout)
     return CrossBatch(ids, mask, torch.from_numpy(corpus.pairs.label[np.asarray(indices)]))
 
 
@@ -134,6 +136,7 @@ class BiCorpus:
     tokens: TokenisedExamples
     query_length: int
     hard: np.ndarray | None = None  # (N,) index of each query's hard-negative code, or None
+    layout: Layout = ROBERTA  # the tokenizer's special tokens
 
     def __len__(self) -> int:
         return len(self.tokens.codes)
@@ -155,11 +158,11 @@ class BiBatch:
 
 def collate_bi(corpus: BiCorpus, indices, max_length: int) -> BiBatch:
     indices = list(indices)
-    q_ids, q_mask = single_inputs([corpus.tokens.queries[i] for i in indices], corpus.query_length)
+    q_ids, q_mask = single_inputs([corpus.tokens.queries[i] for i in indices], corpus.query_length, corpus.layout)
     codes = [corpus.tokens.codes[i] for i in indices]
     if corpus.hard is not None:
         codes += [corpus.tokens.codes[corpus.hard[i]] for i in indices]
-    c_ids, c_mask = single_inputs(codes, max_length)
+    c_ids, c_mask = single_inputs(codes, max_length, corpus.layout)
     return BiBatch(q_ids, q_mask, c_ids, c_mask)
 
 
@@ -178,11 +181,12 @@ def bm25_hard_negatives(examples: SearchExamples) -> np.ndarray:
 
 # --------------------------------------------------------------------------------- validation
 @torch.no_grad()
-def cross_accuracy(model, tokens: TokenisedExamples, pairs: ClassificationPairs, max_length: int, batch_size: int, device) -> dict[str, float]:
+def cross_accuracy(model, tokens: TokenisedExamples, pairs: ClassificationPairs, max_length: int, batch_size: int, device,
+                   layout: Layout = ROBERTA) -> dict[str, float]:
     correct, loss_sum = 0, 0.0
     for start in range(0, len(pairs), batch_size):
         idx = np.arange(start, min(start + batch_size, len(pairs)))
-        ids, mask = cross_inputs([(tokens.queries[pairs.query[i]], tokens.codes[pairs.code[i]]) for i in idx], max_length)
+        ids, mask = cross_inputs([(tokens.queries[pairs.query[i]], tokens.codes[pairs.code[i]]) for i in idx], max_length, layout)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
         labels = torch.from_numpy(pairs.label[idx]).to(device)
         loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
@@ -191,20 +195,21 @@ def cross_accuracy(model, tokens: TokenisedExamples, pairs: ClassificationPairs,
 
 
 @torch.no_grad()
-def encode_all(model, sequences: list[np.ndarray], max_length: int, batch_size: int, device) -> torch.Tensor:
+def encode_all(model, sequences: list[np.ndarray], max_length: int, batch_size: int, device, layout: Layout = ROBERTA) -> torch.Tensor:
     """Unit vectors of every sequence, batched by length (sorted), returned in input order."""
     order = np.argsort([len(s) for s in sequences], kind="stable")
     out = torch.empty((len(sequences), model.encoder.config.hidden_size))
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        ids, mask = single_inputs([sequences[i] for i in idx], max_length)
+        ids, mask = single_inputs([sequences[i] for i in idx], max_length, layout)
         out[torch.from_numpy(idx)] = model(ids.to(device), mask.to(device)).float().cpu()
     return out
 
 
-def bi_mrr(model, tokens: TokenisedExamples, groups: list[np.ndarray], spec: SearchSpec, batch_size: int, device) -> dict[str, float]:
-    queries = encode_all(model, tokens.queries, spec.query_length, batch_size, device)
-    codes = encode_all(model, tokens.codes, spec.max_length, batch_size, device)
+def bi_mrr(model, tokens: TokenisedExamples, groups: list[np.ndarray], spec: SearchSpec, batch_size: int, device,
+           layout: Layout = ROBERTA) -> dict[str, float]:
+    queries = encode_all(model, tokens.queries, spec.query_length, batch_size, device, layout)
+    codes = encode_all(model, tokens.codes, spec.max_length, batch_size, device, layout)
     ranks = [gold_ranks((queries[g] @ codes[g].T).numpy(), np.arange(len(g))) for g in groups]
     return {"mrr": mean_reciprocal_rank(np.concatenate(ranks))}
 
@@ -230,6 +235,10 @@ def main(cfg: SearchFinetuneConfig) -> dict[str, Any]:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(cfg.model)
+    layout = Layout.of(tokenizer)
+    window = max_tokens(load_config(cfg.model), tokenizer)
+    if max(cfg.max_length, cfg.query_length) > window:
+        raise UserError(f"--max-length/--query-length: {cfg.model} takes at most {window} tokens")
     train_examples = load_examples(cfg.data, "train", cfg.language, cfg.max_records)
     valid_examples = _per_language_cap(load_examples(cfg.data, "valid", cfg.language, cfg.max_records), cfg.valid_examples)
     train_tokens, valid_tokens = TokenisedExamples.of(train_examples, tokenizer), TokenisedExamples.of(valid_examples, tokenizer)
@@ -237,7 +246,7 @@ def main(cfg: SearchFinetuneConfig) -> dict[str, Any]:
 
     if cfg.mode == "cross":
         model = load_cross_encoder(cfg.model, from_scratch=cfg.from_scratch, dropout=cfg.dropout)
-        corpus = PairCorpus(train_tokens, balanced_pairs(len(train_examples), cfg.seed))
+        corpus = PairCorpus(train_tokens, balanced_pairs(len(train_examples), cfg.seed), layout)
         collate_fn = collate_cross
         valid_pairs = balanced_pairs(len(valid_examples), cfg.seed + 1)
         best = cfg.best_metric or "acc"
@@ -249,7 +258,7 @@ def main(cfg: SearchFinetuneConfig) -> dict[str, Any]:
             return {"loss": loss, "acc": float((logits.detach().argmax(-1) == labels).float().mean())}
 
         def evaluate(m) -> dict[str, float]:
-            return cross_accuracy(m, valid_tokens, valid_pairs, cfg.max_length, cfg.eval_batch_size, device)
+            return cross_accuracy(m, valid_tokens, valid_pairs, cfg.max_length, cfg.eval_batch_size, device, layout)
 
         def save_model(m, folder: Path) -> None:
             m.save_pretrained(folder)
@@ -260,7 +269,7 @@ def main(cfg: SearchFinetuneConfig) -> dict[str, Any]:
     else:
         model = load_bi_encoder(cfg.model, cfg.pooling, from_scratch=cfg.from_scratch, dropout=cfg.dropout)
         hard = bm25_hard_negatives(train_examples) if cfg.hard_negatives else None
-        corpus = BiCorpus(train_tokens, cfg.query_length, hard)
+        corpus = BiCorpus(train_tokens, cfg.query_length, hard, layout)
         collate_fn = collate_bi
         groups = []
         for lang in sorted(set(valid_examples.languages)):
@@ -276,14 +285,14 @@ def main(cfg: SearchFinetuneConfig) -> dict[str, Any]:
             return {"loss": loss}
 
         def evaluate(m) -> dict[str, float]:
-            return bi_mrr(m, valid_tokens, groups, spec, cfg.eval_batch_size, device)
+            return bi_mrr(m, valid_tokens, groups, spec, cfg.eval_batch_size, device, layout)
 
         def save_model(m, folder: Path) -> None:
             save_bi_encoder(m, folder, spec)
             tokenizer.save_pretrained(folder)
 
         def load_model(m, folder: Path) -> None:
-            # The folder is the encoder's own (a RobertaModel folder), the wrapper has no weights.
+            # The folder is the encoder's own (a plain AutoModel folder), the wrapper has no weights.
             load_weights(m, {f"encoder.{k}": v for k, v in read_weights(folder / "model.safetensors").items()}, folder)
 
     batches = BucketedBatches(corpus, cfg.batch_size, cfg.max_length, cfg.seed, dist_info.rank, dist_info.world, collate_fn=collate_fn)

@@ -1,12 +1,16 @@
 """The two code-search models, saved as Hugging Face folders.
 
-* Cross-encoder (the paper's, §4.1): `RobertaForSequenceClassification` with two classes on the
-  `<s>` representation of `<s> NL </s></s> CODE </s>`; the score of a pair is the logit of the
-  positive class, as CodeBERT's `run_classifier.py` writes it and `mrr.py` reads it.
-* Bi-encoder (beyond the paper): one shared RoBERTa encoder for queries `<s> NL </s>` and code
-  `<s> CODE </s>`, pooled (mean over tokens, or `<s>`) and L2-normalised; score = cosine.
-  The folder is a plain `RobertaModel` (AutoModel opens it) plus the sentence-transformers module
-  files, so `SentenceTransformer(folder)` encodes exactly as we do.
+* Cross-encoder (the paper's, §4.1): the backbone's `...ForSequenceClassification` with two classes
+  on the first token's representation of the pair (`<s> NL </s></s> CODE </s>` for RoBERTa,
+  `[CLS] NL [SEP] CODE [SEP]` for BERT); the score of a pair is the logit of the positive class, as
+  CodeBERT's `run_classifier.py` writes it and `mrr.py` reads it.
+* Bi-encoder (beyond the paper): one shared encoder for queries `<s> NL </s>` and code
+  `<s> CODE </s>` (the tokenizer's own single layout), pooled (mean over tokens, or the first
+  token) and L2-normalised; score = cosine. The folder is a plain encoder folder (AutoModel opens
+  it) plus the sentence-transformers module files, so `SentenceTransformer(folder)` encodes
+  exactly as we do.
+Any BERT- or RoBERTa-family folder is a starting point (`codebert.backbone`); inputs are laid
+out by `codebert.inputs.Layout`.
 
 Every folder also holds `search_model.json` ({"mode", "pooling", "max_length", "query_length"}),
 which tells `codebert search evaluate` and `codebert index` how to use it.
@@ -24,12 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, RobertaForSequenceClassification, RobertaModel
-
+from codebert.backbone import load_encoder, load_sequence_classifier
 from codebert.corpus.jsonl import atomic_write
-from codebert.errors import UserError
-from codebert.modeling import check_model_folder, quiet_transformers
-from codebert.tokenizer import build_pair
+from codebert.inputs import ROBERTA, Layout
 
 log = logging.getLogger(__name__)
 
@@ -58,51 +59,28 @@ class SearchSpec:
 
 
 # ------------------------------------------------------------------------------------- cross
-def load_cross_encoder(path: str | Path, from_scratch: bool = False, dropout: float | None = None) -> RobertaForSequenceClassification:
-    """A pair classifier from a pre-trained checkpoint (its classifier newly initialised),
-    from a fine-tuned cross-encoder, or with `from_scratch` a random one of the same shape
-    ("no pre-training" in the paper's tables)."""
-    check_model_folder(path)
-    overrides = {"num_labels": 2}
-    if dropout is not None:
-        overrides.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-    try:
-        if from_scratch:
-            config = AutoConfig.from_pretrained(str(path), **overrides)
-            config.architectures = ["RobertaForSequenceClassification"]
-            return RobertaForSequenceClassification(config)
-        with quiet_transformers():
-            model, info = RobertaForSequenceClassification.from_pretrained(
-                str(path), use_safetensors=True, output_loading_info=True, **overrides
-            )
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load a model from {str(path)!r}: {str(exc).splitlines()[0]}") from None
-    missing = sorted({k.rsplit(".", 1)[0] for k in info.get("missing_keys", [])})
-    if missing:
-        log.info("newly initialised (not in %s): %s", path, ", ".join(missing))
-    return model
+def load_cross_encoder(path: str | Path, from_scratch: bool = False, dropout: float | None = None):
+    """A pair classifier from a pre-trained checkpoint of any supported family (its classifier newly
+    initialised), from a fine-tuned cross-encoder, or with `from_scratch` a random one of the same
+    shape ("no pre-training" in the paper's tables)."""
+    return load_sequence_classifier(path, num_labels=2, from_scratch=from_scratch, dropout=dropout)
 
 
-def cross_inputs(pairs: list[tuple[np.ndarray, np.ndarray]], max_length: int, pad_id: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask) of `<s> NL </s></s> CODE </s>` pairs, truncated longest-first."""
-    encoded = [build_pair(nl.tolist(), code.tolist(), max_length).input_ids for nl, code in pairs]
-    width = max(len(ids) for ids in encoded)
-    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-    for row, seq in enumerate(encoded):
-        ids[row, : len(seq)] = torch.tensor(seq)
-    return ids, (ids != pad_id).long()
+def cross_inputs(pairs: list[tuple[np.ndarray, np.ndarray]], max_length: int, layout: Layout = ROBERTA) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of NL-code pairs in `layout`, truncated longest-first."""
+    return layout.pairs(pairs, max_length)
 
 
-def positive_logit(model: RobertaForSequenceClassification, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def positive_logit(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """The pair score of the paper's protocol: the logit of class 1 (relevant)."""
     return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 1]
 
 
 # ---------------------------------------------------------------------------------------- bi
 class BiEncoder(nn.Module):
-    """A shared RoBERTa encoder whose pooled, L2-normalised output embeds queries and code alike."""
+    """A shared encoder whose pooled, L2-normalised output embeds queries and code alike."""
 
-    def __init__(self, encoder: RobertaModel, pooling: Pooling = "mean"):
+    def __init__(self, encoder: nn.Module, pooling: Pooling = "mean"):
         super().__init__()
         self.encoder = encoder
         self.pooling = pooling
@@ -118,33 +96,18 @@ class BiEncoder(nn.Module):
 
 
 def load_bi_encoder(path: str | Path, pooling: Pooling = "mean", from_scratch: bool = False, dropout: float | None = None) -> BiEncoder:
-    """A bi-encoder from any RoBERTa-shaped folder (ours pre-trained or fine-tuned, roberta-base, ...)."""
-    check_model_folder(path)
-    overrides = {}
-    if dropout is not None:
-        overrides.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-    try:
-        if from_scratch:
-            return BiEncoder(RobertaModel(AutoConfig.from_pretrained(str(path), **overrides), add_pooling_layer=False), pooling)
-        with quiet_transformers():
-            encoder = RobertaModel.from_pretrained(str(path), use_safetensors=True, add_pooling_layer=False, **overrides)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load a model from {str(path)!r}: {str(exc).splitlines()[0]}") from None
-    return BiEncoder(encoder, pooling)
+    """A bi-encoder from any BERT- or RoBERTa-family folder (ours pre-trained or fine-tuned, roberta-base,
+    the packaged MiniLM, ...)."""
+    return BiEncoder(load_encoder(path, from_scratch=from_scratch, dropout=dropout), pooling)
 
 
-def single_inputs(sequences: list[np.ndarray], max_length: int, pad_id: int = 1, cls_id: int = 0, sep_id: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask) of `<s> TEXT </s>` inputs, cut to `max_length` tokens."""
-    width = min(max(len(s) for s in sequences) + 2, max_length)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        body = seq[: max_length - 2].tolist()
-        ids[row, : len(body) + 2] = torch.tensor([cls_id, *body, sep_id])
-    return ids, (ids != pad_id).long()
+def single_inputs(sequences: list[np.ndarray], max_length: int, layout: Layout = ROBERTA) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of `<s> TEXT </s>` inputs (the layout's own tokens), cut to `max_length` tokens."""
+    return layout.singles(sequences, max_length)
 
 
 def save_bi_encoder(model: BiEncoder, folder: Path, spec: SearchSpec) -> None:
-    """The encoder as a RobertaModel folder, plus sentence-transformers' module description."""
+    """The encoder as a plain encoder folder (AutoModel opens it), plus sentence-transformers' module description."""
     model.encoder.save_pretrained(folder)
     (folder / "1_Pooling").mkdir(exist_ok=True)
     modules = [

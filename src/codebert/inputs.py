@@ -1,0 +1,144 @@
+"""Every input layout, built from the tokenizer's own special tokens.
+
+A `Layout` is read off a tokenizer once (`Layout.of`), by asking it to wrap known texts, so that
+RoBERTa's `<s> A </s></s> B </s>` and BERT's `[CLS] A [SEP] B [SEP]` (and any other family whose
+tokenizer adds its own special tokens) come out as that family's reference code builds them:
+
+    single   PREFIX text SUFFIX               (a query, a code snippet, a code-to-doc source)
+    pair     PREFIX NL MIDDLE CODE SUFFIX     (pre-training, the cross-encoder, probing; paper §3.2)
+
+A pair longer than the window is cut "longest first": tokens are removed from the end of whichever
+segment is longer, from the code on a tie, until it fits (BERT's `_truncate_seq_pair`, used by
+CodeBERT's code-search scripts); `truncate_pair_lengths` gives the same lengths in closed form.
+Token type ids are left to the model's default (all zeros), as RoBERTa, the paper's backbone, has
+a single segment type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from codebert.errors import UserError
+
+
+def truncate_pair_lengths(nl_len: int, code_len: int, budget: int) -> tuple[int, int]:
+    """Lengths kept by longest-first truncation of two segments to at most `budget` tokens in all.
+
+    Same result as repeatedly dropping the last token of the longer segment (the code on a tie).
+    """
+    if budget < 0:
+        raise ValueError("budget must be >= 0")
+    if nl_len + code_len <= budget:
+        return nl_len, code_len
+    nl_keep = min(nl_len, max((budget + 1) // 2, budget - code_len))
+    return nl_keep, budget - nl_keep
+
+
+class PairEncoding(NamedTuple):
+    input_ids: list[int]  # PREFIX NL MIDDLE CODE SUFFIX
+    nl: slice  # positions of the NL tokens in input_ids
+    code: slice  # positions of the code tokens in input_ids
+
+
+def _find(haystack: list[int], needle: list[int], start: int = 0) -> int:
+    for i in range(start, len(haystack) - len(needle) + 1):
+        if haystack[i : i + len(needle)] == needle:
+            return i
+    return -1
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one tokenizer puts its special tokens; every batch of every stage is built here."""
+
+    prefix: tuple[int, ...]  # before a single text or a pair's first segment (<s>, [CLS])
+    middle: tuple[int, ...]  # between a pair's segments (</s></s>, [SEP])
+    suffix: tuple[int, ...]  # after a single text or a pair's last segment (</s>, [SEP])
+    pad_id: int  # padding, never attended to
+    mask_id: int | None  # the MLM mask token (None: the tokenizer has none)
+    special_ids: tuple[int, ...]  # every special token id (never a random MLM replacement)
+
+    @staticmethod
+    def of(tokenizer) -> Layout:
+        """Read the layout off `tokenizer` by wrapping two known texts with its own special tokens."""
+        a = tokenizer("a", add_special_tokens=False)["input_ids"]
+        b = tokenizer("b", add_special_tokens=False)["input_ids"]
+        single = tokenizer("a")["input_ids"]
+        pair = tokenizer("a", "b")["input_ids"]
+        i = _find(single, a)
+        j = _find(pair, a)
+        k = _find(pair, b, j + len(a)) if j >= 0 else -1
+        if min(i, j, k) < 0 or single[:i] != pair[:j] or single[i + len(a) :] != pair[k + len(b) :]:
+            raise UserError(f"cannot read the input layout of tokenizer {type(tokenizer).__name__}: {single} / {pair}")
+        prefix, suffix = tuple(single[:i]), tuple(single[i + len(a) :])
+        if not prefix and not suffix:
+            raise UserError(f"tokenizer {type(tokenizer).__name__} adds no special tokens: no layout to build inputs with")
+        if tokenizer.pad_token_id is None:
+            raise UserError(f"tokenizer {type(tokenizer).__name__} has no padding token")
+        return Layout(
+            prefix=prefix, middle=tuple(pair[j + len(a) : k]), suffix=suffix,
+            pad_id=int(tokenizer.pad_token_id), mask_id=tokenizer.mask_token_id,
+            special_ids=tuple(sorted(int(t) for t in tokenizer.all_special_ids)),
+        )
+
+    @property
+    def single_overhead(self) -> int:
+        return len(self.prefix) + len(self.suffix)
+
+    @property
+    def pair_overhead(self) -> int:
+        return len(self.prefix) + len(self.middle) + len(self.suffix)
+
+    def single(self, ids: list[int] | np.ndarray, max_length: int) -> list[int]:
+        """PREFIX text SUFFIX, the text cut to fit `max_length` tokens in all."""
+        keep = max_length - self.single_overhead
+        if keep < 1:
+            raise ValueError(f"max_length must be at least {self.single_overhead + 1}")
+        body = ids[:keep].tolist() if isinstance(ids, np.ndarray) else list(ids[:keep])
+        return [*self.prefix, *body, *self.suffix]
+
+    def pair(self, nl_ids: list[int], code_ids: list[int], max_length: int) -> PairEncoding:
+        """PREFIX NL MIDDLE CODE SUFFIX, truncated longest-first to `max_length` tokens."""
+        if max_length < self.pair_overhead:
+            raise ValueError(f"max_length must be at least {self.pair_overhead}")
+        nl_keep, code_keep = truncate_pair_lengths(len(nl_ids), len(code_ids), max_length - self.pair_overhead)
+        ids = [*self.prefix, *nl_ids[:nl_keep], *self.middle, *code_ids[:code_keep], *self.suffix]
+        nl_start = len(self.prefix)
+        code_start = nl_start + nl_keep + len(self.middle)
+        return PairEncoding(ids, slice(nl_start, nl_start + nl_keep), slice(code_start, code_start + code_keep))
+
+    def pad(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask): rows padded to the longest with the pad token."""
+        return pad_sequences(sequences, self.pad_id)
+
+    def singles(self, sequences: list[np.ndarray], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A padded batch of single inputs."""
+        return self.pad([self.single(s, max_length) for s in sequences])
+
+    def pairs(self, pairs: list[tuple[np.ndarray, np.ndarray]], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A padded batch of NL-code pairs, each truncated longest-first."""
+        return self.pad([self.pair(list(nl), list(code), max_length).input_ids for nl, code in pairs])
+
+
+def pad_sequences(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of rows padded to the longest; the mask marks real tokens.
+
+    The mask comes from the lengths, not from comparing ids with `pad_id`: BERT's [PAD] is id 0,
+    and a layout must not depend on which id a family gave its padding token.
+    """
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+# RoBERTa's layout with our tokenizer's ids (<s>=0, <pad>=1, </s>=2, <unk>=3, <mask>=4): the default
+# of functions that were written for it, and what `Layout.of` reads off our tokenizer folders.
+ROBERTA = Layout(prefix=(0,), middle=(2, 2), suffix=(2,), pad_id=1, mask_id=4, special_ids=(0, 1, 2, 3, 4))
