@@ -178,3 +178,17 @@ def test_the_packaged_minilm_is_refused_when_its_weights_changed(tmp_path, monke
     finally:
         backbone.packaged_minilm.cache_clear()
     assert backbone.resolve("some/folder") == "some/folder"
+
+
+def test_the_packaged_minilm_loads_offline_with_berts_layout():
+    """The pinned dependency: its weights match the recorded SHA-256 and it loads as every stage loads it."""
+    from codebert.backbone import load_encoder, load_tokenizer
+    from codebert.inputs import Layout
+
+    backbone.packaged_minilm.cache_clear()
+    folder = backbone.resolve("minilm")
+    assert backbone.sha256_of(__import__("pathlib").Path(folder) / "model.safetensors") == backbone.MINILM_SHA256
+    layout = Layout.of(load_tokenizer("minilm"))
+    assert (layout.prefix, layout.middle, layout.suffix, layout.pad_id, layout.mask_id) == ((101,), (102,), (102,), 0, 103)
+    encoder = load_encoder("minilm")
+    assert (encoder.config.model_type, encoder.config.hidden_size, encoder.config.num_hidden_layers) == ("bert", 384, 6)

@@ -142,14 +142,17 @@ def test_init_rows_from_a_bert_family_encoder_without_scratch_rows(tmp_path, cap
 
     preset = read_preset("tiny", None)
     preset["reproduce"] = {**preset["reproduce"], "variants": ["mlm"], "scratch": False, "search_mode": "bi",
-                           "search_per_language": False, "baselines": ["bm25"]}
+                           "search_per_language": False, "baselines": ["bm25"], "cross_languages": ["python"],
+                           "cross_queries_per_group": 3}
+    preset["search_cross"] = {**preset["search"], "max_steps": 4}
     (tmp_path / "cpu.yaml").write_text(yaml.safe_dump(preset))
     out = tmp_path / "run"
     assert cli_main(["reproduce", "--scale", str(tmp_path / "cpu.yaml"), "--init", str(tiny_bert_dir), "--data", str(CORPUS),
                      "--out", str(out), "--stages", "tokenizer", "pretrain", "search", "report", "--no-progress", "--threads", "1"]) == 0
     report = (out / "report.md").read_text()
     table2 = report[report.index("## Table 2"):report.index("## Table 6")]
-    for row in ("BM25", "init, zero-shot (no fine-tuning)", "| init |", "| init + MLM |"):
+    for row in ("BM25", "init, zero-shot (no fine-tuning)", "| init |", "| init + MLM |", "Cross-encoder (the paper's model)"):
         assert row in table2
+    assert (out / "search-cross" / "init-mlm" / "python" / "results.json").is_file()
     assert "no pre-training" not in table2 and not (out / "pretrain" / "mlm").exists()
     assert (out / "pretrain" / "init-mlm" / "final" / "model.safetensors").is_file()

@@ -91,6 +91,10 @@ class Budget:
     search_group_size: int = option(1000, "candidates per test group (the paper: 1,000)")
     search_max_groups: int = option(0, "test groups per language (0: all)")
     search_queries_per_group: int = option(0, "queries scored per group (0: all; a cross-encoder on a CPU needs fewer)")
+    cross_languages: list[str] = option([], "also the paper's cross-encoder for each variant, one model per listed language, "
+                                            "with the preset's `search_cross` section (beside a bi-encoder search_mode)")
+    cross_queries_per_group: int = option(0, "queries scored per test group by those cross-encoders (0: all)")
+    cross_max_groups: int = option(0, "test groups per language for those cross-encoders (0: all)")
     baselines: list[str] = option(["bm25", "nbow", "cnn", "birnn", "selfatt"], "Table 2 baselines")
     probe_max_per_setting: int = option(0, "probing items per language and setting (0: all)")
     code2nl_test_records: int = option(0, "test records per language for code-to-doc generation (0: all)")
@@ -256,7 +260,7 @@ def main(cfg: ReproduceConfig) -> dict[str, Any]:
     needs_generators = any(v.objective in ("rtd", "mlm+rtd") for v in variants)
     zero_shot = cfg.init is not None and _is_sentence_encoder(cfg.init)
     plan = {"tokenizer": 1, "generators": int(needs_generators), "pretrain": len(variants),
-            "search": len(budget.baselines) + int(zero_shot) + len(variants) * (len(languages) if budget.search_per_language else 1),
+            "search": len(budget.baselines) + int(zero_shot) + len(variants) * len(budget.cross_languages) + len(variants) * (len(languages) if budget.search_per_language else 1),
             "probe": 1 + len(variants), "code2nl": len(variants), "unseen": len(variants) if cfg.unseen else 0}
     runner = Runner(cfg, plan)
     started = datetime.now(timezone.utc)
@@ -288,6 +292,12 @@ def main(cfg: ReproduceConfig) -> dict[str, Any]:
             name = langs[0] if len(langs) == 1 and budget.search_per_language else "all"
             runner.run(f"search/{variant.slug}/{name}", "search",
                        lambda v=variant, ls=langs, n=name: _search(cfg, budget, v, models[v.name], ls, search_dir / v.slug / n, common),
+                       distributed=True)
+
+    for variant in variants:
+        for lang in budget.cross_languages:
+            runner.run(f"search-cross/{variant.slug}/{lang}", "search",
+                       lambda v=variant, l=lang: _search_cross(cfg, budget, v, models[v.name], l, cfg.out / "search-cross" / v.slug / l, common),
                        distributed=True)
 
     # 5. probing (Table 4)
@@ -406,6 +416,22 @@ def _search(cfg: ReproduceConfig, budget: Budget, variant: Variant, model: str, 
         "model": tuned["out"], "data": str(cfg.data), "language": languages, "group_size": budget.search_group_size,
         "max_groups": budget.search_max_groups, "queries_per_group": budget.search_queries_per_group,
         "full": budget.search_mode == "bi", "label": variant.name, "out": str(run / "results.json"), **common}))
+    return {**{f"finetune_{k}": v for k, v in tuned.items()}, **scored, "run": str(run)}
+
+
+def _search_cross(cfg: ReproduceConfig, budget: Budget, variant: Variant, model: str, language: str, run: Path,
+                  common: dict[str, Any]) -> dict[str, Any]:
+    """The paper's own search model (a pair classifier) on one language, its test protocol bounded."""
+    from codebert.search import evaluate, finetune
+
+    flags = {"model": model, "data": str(cfg.data), "out": str(run), "mode": "cross", "language": [language], "resume": "auto", **common}
+    tuned = finetune.main(_stage_config(finetune.SearchFinetuneConfig, cfg.scale, "search_cross", flags))
+    if int(os.environ.get("RANK", "0")) != 0:
+        return tuned
+    scored = evaluate.main(_stage_config(evaluate.SearchEvaluateConfig, None, None, {
+        "model": tuned["out"], "data": str(cfg.data), "language": [language], "group_size": budget.search_group_size,
+        "max_groups": budget.cross_max_groups, "queries_per_group": budget.cross_queries_per_group,
+        "label": variant.name, "out": str(run / "results.json"), **common}))
     return {**{f"finetune_{k}": v for k, v in tuned.items()}, **scored, "run": str(run)}
 
 

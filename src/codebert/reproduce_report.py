@@ -221,6 +221,15 @@ def write(cfg, budget, variants, languages: list[str], units: dict[str, dict[str
         lines += ["", markdown_table(table2), "",
                   f"A random ranking scores {random_ranker_mrr(budget.search_group_size):.4f} "
                   f"(the expected MRR of a uniform rank among {budget.search_group_size:,} candidates)."]
+    cross_rows = [{**units[key], "label": v.name} for v in variants for key in sorted(units)
+                  if key.startswith(f"search-cross/{v.slug}/") and "languages" in units[key]]
+    if cross_rows:
+        lines += ["", "Cross-encoder (the paper's model), one model per language; test groups of "
+                  f"{budget.search_group_size:,} candidates"
+                  + (f", at most {budget.cross_max_groups} per language" if budget.cross_max_groups else "")
+                  + (f", the first {budget.cross_queries_per_group} queries of each group ranked against all of its candidates"
+                     if budget.cross_queries_per_group else "") + ":",
+                  "", markdown_table(cross_rows)]
     metric = "valid_acc" if budget.search_mode == "cross" else "valid_mrr"
     # The paper's Figure 3 shows Python and Java.
     names = ["all"]
