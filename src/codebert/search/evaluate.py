@@ -160,14 +160,12 @@ def full_ranking_mrr(query_vectors: np.ndarray, code_vectors: np.ndarray, rerank
 def zero_shot_spec(model: str) -> SearchSpec | None:
     """A sentence-transformers folder (or `minilm`) without our search_model.json: evaluated as it is,
     as a bi-encoder with its own pooling (the "zero-shot" rows), at our bi-encoder's default lengths."""
+    from codebert.encoder import pooling_of
+
     folder = Path(resolve(model))
     if not (folder / "modules.json").is_file():
         return None
-    pooling_file = folder / "1_Pooling" / "config.json"
-    pooling = "mean"
-    if pooling_file.is_file() and json.loads(pooling_file.read_text(encoding="utf-8")).get("pooling_mode_cls_token"):
-        pooling = "cls"
-    return SearchSpec(mode="bi", pooling=pooling)
+    return SearchSpec(mode="bi", pooling=pooling_of(folder))
 
 
 def main(cfg: SearchEvaluateConfig) -> dict[str, Any]:
@@ -185,6 +183,7 @@ def main(cfg: SearchEvaluateConfig) -> dict[str, Any]:
     if cfg.full and spec.mode != "bi":
         raise UserError("--full ranks by vectors: it needs a bi-encoder (--mode bi)")
     tokenizer = load_tokenizer(cfg.model)
+    layout = Layout.of(tokenizer)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = (load_cross_encoder(cfg.model) if spec.mode == "cross" else load_bi_encoder(cfg.model, spec.pooling)).to(device).eval()
     reranker = load_cross_encoder(cfg.rerank).to(device).eval() if cfg.rerank else None
@@ -207,7 +206,6 @@ def main(cfg: SearchEvaluateConfig) -> dict[str, Any]:
             bar.close()
             figures[f"{lang}_pairs_per_s"] = scorer.pairs_scored / max(scorer.seconds, 1e-9)
         else:
-            layout = Layout.of(tokenizer)
             q = encode_all(model, encode_texts(tokenizer, examples.queries), spec.query_length, cfg.batch_size, device, layout).numpy()
             c = encode_all(model, encode_texts(tokenizer, examples.codes), spec.max_length, cfg.batch_size, device, layout).numpy()
             mrrs[lang], queries = group_mrr(VectorScorer(q, c), groups, cfg.queries_per_group)
