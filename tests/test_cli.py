@@ -13,7 +13,7 @@ import pytest
 
 from codebert.cli import main
 from codebert.config import ConfigError, load_config, option
-from conftest import SAMPLES
+from conftest import FIXTURES, SAMPLES
 
 
 @dataclass
@@ -116,3 +116,81 @@ def test_preset_by_name(tmp_path, capsys):
                  "--min-frequency", "1", "--json"]) == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert figures["vocab_size"] == 500  # the preset's size; the flag overrode its min_frequency
+
+
+def problems_of(module: str, config: str, flags: dict[str, str]) -> list[str]:
+    import importlib
+
+    with pytest.raises(ConfigError) as err:
+        load_config(getattr(importlib.import_module(module), config), None, flags)
+    return err.value.problems
+
+
+PRETRAIN = {"data": str(SAMPLES), "out": "run", "tokenizer": str(SAMPLES), "objective": "mlm"}
+INDEX = {"paths": [str(SAMPLES)], "model": "m", "out": "idx"}
+
+
+@pytest.mark.parametrize(
+    "module,config,flags,needle",
+    [
+        ("codebert.pretrain", "PretrainConfig", {**PRETRAIN, "dropout": "-1"}, "--dropout: must be in [0, 1)"),
+        ("codebert.pretrain", "PretrainConfig", {**PRETRAIN, "dropout": "1.5"}, "--dropout: must be in [0, 1)"),
+        ("codebert.pretrain", "PretrainConfig", {**PRETRAIN, "num_attention_heads": "0"}, "--num-attention-heads: must be >= 1"),
+        ("codebert.pretrain", "PretrainConfig", {**PRETRAIN, "hidden_size": "-32"}, "--hidden-size: must be >= 1"),
+        ("codebert.pretrain", "PretrainConfig", {**PRETRAIN, "num_hidden_layers": "-2"}, "--num-hidden-layers: must be >= 1"),
+        ("codebert.pretrain", "PretrainConfig", {**PRETRAIN, "adam_beta2": "2"}, "--adam-beta2: must be in [0, 1)"),
+        ("codebert.pretrain", "PretrainConfig", {**PRETRAIN, "adam_epsilon": "0"}, "--adam-epsilon: must be > 0"),
+        ("codebert.pretrain", "PretrainConfig", {**PRETRAIN, "mlm_weight": "-1"}, "--mlm-weight: must be >= 0"),
+        ("codebert.pretrain", "PretrainConfig", {**PRETRAIN, "mlm_weight": "0"}, "--objective mlm has nothing to learn"),
+        ("codebert.pretrain", "PretrainConfig", {**PRETRAIN, "valid_examples": "-5"}, "--valid-examples: must be >= 0"),
+        ("codebert.search.finetune", "SearchFinetuneConfig", {"model": "m", "data": str(SAMPLES), "out": "o", "dropout": "1"},
+         "--dropout: must be in [0, 1)"),
+        ("codebert.code2nl", "Code2nlFinetuneConfig", {"model": "m", "data": str(SAMPLES), "out": "o", "max_records": "-1"},
+         "--max-records: must be >= 0"),
+        ("codebert.generators", "FitGeneratorsConfig", {"data": str(SAMPLES), "tokenizer": "t", "out": "o", "rate_sample": "-3"},
+         "--rate-sample: must be >= 1"),
+        ("codebert.index", "IndexConfig", {**INDEX, "max_length": "2"}, "--max-length: must be 0 (the model's setting) or >= 8"),
+        ("codebert.index", "IndexConfig", {**INDEX, "max_length": "-3"}, "--max-length: must be 0 (the model's setting) or >= 8"),
+        ("codebert.index", "IndexConfig", {**INDEX, "threads": "-2"}, "--threads: must be >= 0"),
+        ("codebert.index", "QueryConfig", {"index": "idx", "text": "find", "threads": "-2"}, "--threads: must be >= 0"),
+        ("codebert.serve", "ServeConfig", {"index": "idx", "threads": "-2"}, "--threads: must be >= 0"),
+    ],
+)
+def test_numeric_options_are_range_checked(module, config, flags, needle):
+    assert any(needle in p for p in problems_of(module, config, flags))
+
+
+def test_several_bad_numbers_are_one_error_listing_all(capsys):
+    code = main(["pretrain", "--data", str(SAMPLES), "--out", "run", "--tokenizer", str(SAMPLES), "--objective", "mlm",
+                 "--dropout", "-1", "--num-attention-heads", "0", "--hidden-size", "-32", "--adam-beta2", "2",
+                 "--num-hidden-layers", "-2", "--mlm-weight", "-1", "--valid-examples", "-5"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("codebert: error: 7 problem(s) in the configuration:")
+    for flag in ("--dropout", "--num-attention-heads", "--hidden-size", "--adam-beta2", "--num-hidden-layers",
+                 "--mlm-weight", "--valid-examples"):
+        assert f"  - {flag}: must be" in err
+
+
+def test_an_existing_file_as_index_out_is_a_config_error(tmp_path, capsys):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine\n")
+    assert main(["index", str(SAMPLES), "--model", "m", "--out", str(taken), "--no-progress"]) == 2
+    assert f"--out {taken}: exists and is not a folder" in capsys.readouterr().err
+    assert taken.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("stage", [
+    ["index", str(SAMPLES), "--model", "m", "--no-progress"],
+    ["tokenizer", "train", "--data", str(FIXTURES / "corpus"), "--vocab-size", "300", "--max-records", "20"],
+])
+def test_an_unwritable_out_is_one_line_not_a_traceback(stage, capsys):
+    assert main([*stage, "--out", "/proc/x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("codebert: error: /proc/") and "No such file or directory" in err
+
+
+def test_verbose_keeps_the_traceback_of_an_os_error(capsys):
+    assert main(["index", str(SAMPLES), "--model", "m", "--no-progress", "--out", "/proc/x", "-v"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.splitlines()[-1] == "codebert: error: /proc/x: No such file or directory"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+import os
 import shutil
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -195,3 +198,86 @@ def test_unreadable_file_is_a_reason_not_a_crash(tmp_path, monkeypatch):
     monkeypatch.setattr("builtins.open", denied)
     assert read_source(str(path)) == (None, "unreadable")
 
+
+
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Fail, rather than hang the suite, when the block has not finished in time (a blocked open)."""
+
+    def expire(signum, frame):
+        # pytest.fail, not TimeoutError: that is an OSError, which the code under test may catch.
+        pytest.fail(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_special_files_are_counted_not_read(tmp_path):
+    root = tmp_path / "src" / "proj"
+    root.mkdir(parents=True)
+    (root / "good.py").write_bytes(GOOD)
+    os.mkfifo(root / "pipe.py")  # opening it would wait for a writer forever
+    (root / "zero.py").symlink_to("/dev/zero")  # endless, and its st_size is 0
+    with deadline(60):
+        figures = run_extract([tmp_path / "src"], tmp_path / "out", workers="1", valid_fraction="0", test_fraction="0")
+        # The walk already leaves zero.py out (its target is outside the tree); read alone, it is
+        # refused as well.
+        assert read_source(str(root / "zero.py")) == (None, "not_regular")
+    assert figures["reasons"]["file:not_regular"] == {"python": 1}
+    assert figures["reasons"]["file:outside_root"] == {"python": 1}
+    assert [r["func_name"] for r in read(tmp_path / "out" / "python" / "train.jsonl.gz")] == ["documented_function"]
+
+
+def test_the_size_bound_holds_for_what_is_read_not_what_stat_says(monkeypatch):
+    # /proc files are regular files whose st_size is 0 whatever they hold.
+    assert os.stat("/proc/self/maps").st_size == 0
+    monkeypatch.setattr("codebert.corpus.filters.MAX_FILE_BYTES", 16)
+    assert read_source("/proc/self/maps") == (None, "too_large")
+
+
+def test_links_out_of_the_root_are_not_followed(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "lib").mkdir(parents=True)
+    (elsewhere / "secret.py").write_bytes(GOOD.replace(b"documented", b"secret"))
+    (elsewhere / "lib" / "mod.py").write_bytes(GOOD.replace(b"documented", b"linked_folder"))
+    root = tmp_path / "src" / "proj"
+    root.mkdir(parents=True)
+    (root / "good.py").write_bytes(GOOD)
+    (root / "link.py").symlink_to(elsewhere / "secret.py")
+    (root / "lib").symlink_to(elsewhere / "lib")
+    (root / "alias.py").symlink_to(root / "good.py")  # a link inside the root is fine
+    reasons: Counter = Counter()
+    files = list(walk([tmp_path / "src"], ("python",), "top", reasons))
+    assert sorted(Path(f.path).name for f in files) == ["alias.py", "good.py"]
+    assert reasons[("python", "file:outside_root")] == 1 and reasons[("*", "folder:outside_root")] == 1
+    # Named as a root itself, the other tree is walked as usual.
+    assert [Path(f.path).name for f in walk([elsewhere], ("python",), "top", Counter())] == ["secret.py", "mod.py"]
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_half_written_file(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from codebert.cli import main
+
+    written = {"n": 0}
+    real_write = gzip.GzipFile.write
+
+    def fills_up(self, data):
+        written["n"] += 1
+        if written["n"] > 3:  # a few records in, the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(self, data)
+
+    monkeypatch.setattr(gzip.GzipFile, "write", fills_up)
+    out = tmp_path / "out"
+    assert main(["corpus", "extract", str(SAMPLES), "--out", str(out), "--no-progress", "--workers", "1"]) == 2
+    assert capsys.readouterr().err == "codebert: error: No space left on device\n"
+    leftovers = [p for p in out.rglob("*") if p.is_file()]
+    assert all(not p.name.endswith(".tmp") for p in leftovers)
+    for path in leftovers:
+        read(path)  # whole files only: a cut gzip stream would raise EOFError

@@ -131,3 +131,31 @@ namespace N {
     (fn,) = parse_functions(source, "csharp")[0]
     assert fn.name == "C.Max"
     assert doc_summary_tokens(fn) == ["Returns", "the", "larger", "of", "two", "numbers", "."]
+
+
+STUBS = {
+    "python": (b"import abc\nfrom typing import overload\n\n\nclass Reader:\n"
+               b"    @overload\n    def read(self, n: int) -> bytes: ...\n\n"
+               b"    @typing.overload\n    def read(self, n: None) -> str:\n        \"\"\"Read the whole stream as text.\"\"\"\n\n"
+               b"    def read(self, n=None):\n        data = self.raw.read(n)\n        return data\n\n"
+               b"    @abc.abstractmethod\n    def close(self):\n        \"\"\"Close the stream and free it.\"\"\"\n        pass\n\n"
+               b"    @abc.abstractmethod\n    def flush(self):\n        return self.raw.flush()\n",
+               ["read", "read", "close"], ["read", "flush"]),
+    "java": (b"interface Shape {\n  /** Area of the shape. */\n  double area();\n  default String name() { return \"shape\"; }\n}\n"
+             b"abstract class Base {\n  abstract void run();\n}\n",
+             ["area", "run"], ["name"]),
+    "php": (b"<?php\nabstract class Job {\n  /** Run the job. */\n  abstract public function run($input);\n"
+            b"  public function name() { return 'job'; }\n}\ninterface Named { public function label(); }\n",
+            ["run", "label"], ["name"]),
+}
+
+
+@pytest.mark.parametrize("lang", STUBS)
+def test_declarations_without_an_implementation_are_stubs(lang):
+    source, stubs, implemented = STUBS[lang]
+    fns, had_error = parse_functions(source, lang)
+    assert not had_error
+    assert [fn.name.rsplit(".", 1)[-1] for fn in fns if fn.is_stub] == stubs
+    assert [fn.name.rsplit(".", 1)[-1] for fn in fns if not fn.is_stub] == implemented
+    # A corpus keeps none of them: a doc paired with a bare signature is no training pair.
+    assert all(function_reason(fn, lang) == "no_body" for fn in fns if fn.is_stub)

@@ -155,3 +155,31 @@ def test_auto_precision_is_read_from_the_cpu_flags_not_timed():
     assert not cpu_runs_bf16("processor : 0\nflags : fpu sse2 avx2 avx512f\n")
     assert not cpu_runs_bf16("")
     assert len({cpu_runs_bf16() for _ in range(20)}) == 1
+
+
+def pretrain_args(out, tokenizer_dir) -> list[str]:
+    return ["pretrain", "--config", "tiny", "--data", str(CORPUS), "--out", str(out), "--tokenizer", str(tokenizer_dir),
+            "--objective", "mlm", "--max-steps", "2", "--no-progress"]
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_half_checkpoint(tmp_path, tokenizer_dir, monkeypatch, capsys):
+    import errno
+    from pathlib import Path
+
+    real_write_text = Path.write_text
+
+    def full_disk(self, *args, **kwargs):
+        if self.name == "run_config.json":  # a write in the middle of saving final/
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    assert cli_main(pretrain_args(tmp_path / "run", tokenizer_dir)) == 2
+    err = capsys.readouterr().err
+    assert err == "codebert: error: No space left on device\n"
+    assert not (tmp_path / "run" / "final").exists()  # the partial save stays under its temporary name
+
+
+def test_an_unwritable_out_is_one_line(tokenizer_dir, capsys):
+    assert cli_main(pretrain_args("/proc/x", tokenizer_dir)) == 2
+    assert capsys.readouterr().err == "codebert: error: /proc/x: No such file or directory\n"

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import sqlite3
 import sys
+import traceback
 import typing
 from dataclasses import MISSING, dataclass, fields
 from typing import Literal, get_args, get_origin
@@ -165,11 +167,41 @@ def run(argv: list[str]) -> int:
     return 0
 
 
+# SQLite's codes for a full disk, a file it may not create or open, and a failed read or write
+# (extended codes such as SQLITE_IOERR_WRITE start with these). Python 3.11+ names them.
+_SQLITE_ENVIRONMENT = ("SQLITE_FULL", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_PERM")
+
+
+def _os_error_line(exc: OSError) -> str:
+    """`<path>: <strerror>` (both paths for a rename), or the strerror alone when no path is known."""
+    what = exc.strerror or str(exc)
+    if exc.filename is None:
+        return what
+    path = f"{exc.filename} -> {exc.filename2}" if exc.filename2 is not None else str(exc.filename)
+    return f"{path}: {what}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    verbose = "-v" in argv or "--verbose" in argv
     try:
         return run(argv)
     except UserError as exc:
+        print(f"codebert: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # An output path that cannot be written (no permission, read-only, /proc, a file where a
+        # folder should be) or a full disk: the machine's state, not a bug, said in one line
+        # (-v/--verbose keeps the traceback for debugging).
+        if verbose:
+            traceback.print_exc()
+        print(f"codebert: error: {_os_error_line(exc)}", file=sys.stderr)
+        return 2
+    except sqlite3.OperationalError as exc:
+        if not getattr(exc, "sqlite_errorname", "").startswith(_SQLITE_ENVIRONMENT):
+            raise  # a wrong query is a bug in codebert: keep its traceback
+        if verbose:
+            traceback.print_exc()
         print(f"codebert: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -466,6 +466,15 @@ class Code2nlFinetuneConfig(LoopConfig):
             problems.append("--decoder-layers: must be >= 1")
         if self.beam_size < 1 or self.valid_beam_size < 1:
             problems.append("--beam-size and --valid-beam-size: must be >= 1")
+        if self.batch_size < 1:
+            problems.append("--batch-size: must be >= 1")
+        if not 0 <= self.dropout < 1:
+            problems.append("--dropout: must be in [0, 1)")
+        if self.max_steps == 0 and not self.epochs > 0:
+            problems.append("--epochs: must be > 0 when --max-steps is 0")
+        for name in ("max_records", "valid_examples"):
+            if getattr(self, name) < 0:
+                problems.append(f"--{name.replace('_', '-')}: must be >= 0")
         return problems
 
     def spec(self) -> Seq2SeqSpec:

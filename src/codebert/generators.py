@@ -295,6 +295,10 @@ class FitGeneratorsConfig:
         problems = []
         if not 1 <= self.context <= 4:
             problems.append("--context: must be in [1, 4]")
+        if self.max_records < 0:
+            problems.append("--max-records: must be >= 0")
+        if self.rate_sample < 1:  # a negative count would slice from the end: most of the data, silently
+            problems.append("--rate-sample: must be >= 1")
         if not self.data.is_dir():
             problems.append(f"--data {self.data}: no such folder")
         return problems

@@ -64,7 +64,10 @@ class ProbeBuildConfig:
     seed: int = option(0, "seed of the sampling")
 
     def validate(self) -> list[str]:
-        return [] if self.data.is_dir() else [f"--data {self.data}: no such folder"]
+        problems = [] if self.data.is_dir() else [f"--data {self.data}: no such folder"]
+        if self.max_per_setting < 0:
+            problems.append("--max-per-setting: must be >= 0")
+        return problems
 
 
 def _class_of(word: str, classes: dict[str, tuple[str, ...]]) -> str | None:
@@ -161,6 +164,10 @@ class ProbeRunConfig:
         problems = [] if self.data.is_file() else [f"--data {self.data}: no such file"]
         if not 8 <= self.max_length <= 512:
             problems.append("--max-length: must be in [8, 512]")
+        if self.batch_size < 1:
+            problems.append("--batch-size: must be >= 1")
+        if self.threads < 0:
+            problems.append("--threads: must be >= 0")
         return problems
 
 

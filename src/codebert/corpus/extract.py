@@ -1,9 +1,10 @@
 """Walk source trees and turn every file into CodeSearchNet records, in parallel, never crashing.
 
 `walk` yields the source files under the given roots with the repository each belongs to, and
-counts what it passes over (vendored and test folders, symlink loops, unreadable folders).
-`extract_file` reads, checks and parses one file in a worker process; bad input (not UTF-8,
-binary, over 1 MB, unreadable, syntax errors) is counted by reason, never raised.
+counts what it passes over (vendored and test folders, symlink loops, unreadable folders, links
+leading out of the root). `extract_file` reads, checks and parses one file in a worker process;
+bad input (not UTF-8, binary, over 1 MB, not a regular file, unreadable, syntax errors) is counted
+by reason, never raised.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any, Literal
 
 from tqdm import tqdm
@@ -78,6 +80,12 @@ def _git_identity(repo_dir: Path) -> tuple[str, str]:
     return name, sha
 
 
+def _inside(path: str, root: str) -> bool:
+    """Whether `path`, its links resolved, lies in the folder `root` (a resolved path)."""
+    real = os.path.realpath(path)
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
 def walk(
     roots: list[Path], languages: tuple[str, ...], repo_unit: RepoUnit, reasons: Counter
 ) -> Iterator[SourceFile]:
@@ -87,6 +95,8 @@ def walk(
     first entry below the root it was found under (a package of the standard library, a project in
     a folder of projects, a single module file); with "root", the root itself.
     Symbolic links to folders are followed once: a link back into a folder being walked is a loop.
+    Links that lead out of the root, to a folder or a file, are not followed (counted as
+    outside_root): a corpus or an index holds only what lies in the trees it was asked for.
     """
     for root in roots:
         root = root.resolve()
@@ -104,6 +114,10 @@ def walk(
         git_roots: dict[str, tuple[str, str, str]] = {}  # folder -> (repo dir, name, sha)
         for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=True):
             here = Path(dirpath)
+            if not _inside(dirpath, str(root)):
+                reasons[(ANY_LANGUAGE, "folder:outside_root")] += 1
+                dirnames[:] = []
+                continue
             try:
                 stat = here.stat()
             except OSError:
@@ -139,6 +153,9 @@ def walk(
                     reasons[(lang, f"file:{reason}")] += 1
                     continue
                 full = os.path.join(dirpath, filename)
+                if os.path.islink(full) and not _inside(full, str(root)):
+                    reasons[(lang, "file:outside_root")] += 1
+                    continue
                 if dirpath in git_roots:
                     repo_dir, repo, sha = git_roots[dirpath]
                     rel = os.path.relpath(full, repo_dir)
@@ -173,17 +190,32 @@ def _record(src: SourceFile, fn: Function, docstring: str, doc_tokens: list[str]
     }
 
 
+def _open_nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NONBLOCK)
+
+
 def read_source(path: str) -> tuple[str | None, str | None]:
     """(text, None) for a readable UTF-8 source file, else (None, why): too large, binary, not UTF-8..."""
+    limit = filters.MAX_FILE_BYTES
     try:
-        if os.path.getsize(path) > filters.MAX_FILE_BYTES:
+        # Only regular files (after following links): opening a FIFO blocks until someone writes
+        # to it, and a device such as /dev/zero never ends while its st_size says 0.
+        info = os.stat(path)
+        if not S_ISREG(info.st_mode):
+            return None, "not_regular"
+        if info.st_size > limit:
             return None, "too_large"
-        with open(path, "rb") as f:
-            data = f.read()
+        # O_NONBLOCK: a file swapped for a FIFO after the check still cannot hang the open. The
+        # bound holds for what is read, not for what st_size claims (/proc files say 0, a file
+        # may grow meanwhile): read one byte past the limit to tell "at the limit" from "over".
+        with open(path, "rb", opener=_open_nonblocking) as f:
+            data = f.read(limit + 1)
     except FileNotFoundError:
         return None, "broken_symlink"
     except OSError:
         return None, "unreadable"
+    if len(data) > limit:
+        return None, "too_large"
     if b"\0" in data:
         return None, "binary"
     try:

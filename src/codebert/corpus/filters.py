@@ -87,7 +87,10 @@ def function_reason(fn: Function, lang: str) -> str | None:
     """Why a function is left out of any corpus (bimodal or unimodal), or None."""
     if fn.has_error:
         return "syntax_error"
-    if not fn.has_body:
+    # CodeSearchNet keeps functions with bodies only. A Python @overload or @abstractmethod stub
+    # has a body in the grammar but no implementation: its doc would be paired with a bare
+    # signature, a bad training pair, so it goes with the other declarations.
+    if fn.is_stub:
         return "no_body"
     if "test" in fn.name.rsplit(".", 1)[-1].lower():
         return "test_name"

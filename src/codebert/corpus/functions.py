@@ -2,7 +2,8 @@
 
 `parse_functions(source, lang)` is pure: bytes in, a list of `Function` out, one per named function
 or method (anonymous callbacks have no name to search for and are not returned). It applies no
-corpus filter; `filters.py` decides what a corpus keeps, and the search index keeps everything.
+corpus filter; `filters.py` decides what a corpus keeps, and the search index keeps everything but
+stubs (`Function.is_stub`: declarations with nothing implemented).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ class Function:
     is_method: bool  # defined in a class-like scope or with a receiver (Go)
     has_body: bool  # False for abstract and interface declarations
     has_error: bool  # tree-sitter found a syntax error inside it
+    # A declaration without an implementation: no body (abstract and interface methods, Go's
+    # assembly-backed functions) or a Python @overload/@abstractmethod whose body is only `...`,
+    # `pass` or a docstring. Its code says nothing about what it does.
+    is_stub: bool
 
 
 def _text(node: Node | None) -> str:
@@ -127,6 +132,34 @@ def _python_docstring_node(node: Node) -> Node | None:
         if inner.type in ("string", "concatenated_string"):
             return inner
     return None
+
+
+# Decorators (last dotted part) that mark a Python function as a declaration: typing.overload
+# signatures precede the real implementation; abc.abstractmethod is Python's abstract method.
+_DECLARATION_DECORATORS = frozenset({"overload", "abstractmethod"})
+# Statements that do nothing: a body of only these (and a docstring) implements nothing.
+_EMPTY_STATEMENTS = frozenset({"pass_statement", "ellipsis", "string", "concatenated_string", "comment"})
+
+
+def _is_python_declaration(node: Node) -> bool:
+    """An @overload or @abstractmethod Python function whose body is only `...`, `pass`, a docstring."""
+    decorated = node.parent
+    if decorated is None or decorated.type != "decorated_definition":
+        return False
+    names = set()
+    for decorator in decorated.children:
+        if decorator.type == "decorator":
+            expression = _text(decorator).lstrip("@").split("(")[0].strip()  # "@typing.overload" -> "typing.overload"
+            names.add(expression.rsplit(".", 1)[-1])
+    if not names & _DECLARATION_DECORATORS:
+        return False
+    body = node.child_by_field_name("body")
+    for statement in body.named_children if body is not None else []:
+        if statement.type == "expression_statement" and statement.named_child_count == 1:
+            statement = statement.named_children[0]
+        if statement.type not in _EMPTY_STATEMENTS:
+            return False
+    return True
 
 
 class _Comments:
@@ -245,6 +278,7 @@ def parse_functions(source: bytes, lang: str) -> tuple[list[Function], bool]:
             doc = ""
         code = _text(node)
         body = node.child_by_field_name("body")
+        has_body = body is not None or spec.name in ("ruby", "javascript")
         functions.append(
             Function(
                 name=name,
@@ -257,8 +291,9 @@ def parse_functions(source: bytes, lang: str) -> tuple[list[Function], bool]:
                 docstring=doc,
                 is_constructor=node.type in spec.constructor_types,
                 is_method=is_method,
-                has_body=body is not None or spec.name in ("ruby", "javascript"),
+                has_body=has_body,
                 has_error=node.has_error,
+                is_stub=not has_body or (spec.name == "python" and _is_python_declaration(node)),
             )
         )
     return functions, root.has_error

@@ -82,6 +82,13 @@ class SearchFinetuneConfig(LoopConfig):
             problems.append("--temperature: must be > 0")
         if self.hard_negatives and self.mode != "bi":
             problems.append("--hard-negatives: only for --mode bi")
+        if not 0 <= self.dropout < 1:
+            problems.append("--dropout: must be in [0, 1)")
+        if self.eval_batch_size < 1:
+            problems.append("--eval-batch-size: must be >= 1")
+        for name in ("max_records", "valid_examples"):
+            if getattr(self, name) < 0:
+                problems.append(f"--{name.replace('_', '-')}: must be >= 0")
         return problems
 
 
