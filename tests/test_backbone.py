@@ -64,6 +64,36 @@ def test_pretraining_from_bert_keeps_berts_key_names_and_opens_in_plain_transfor
     assert not torch.equal(start, ours.bert.embeddings.word_embeddings.weight)
 
 
+@pytest.mark.parametrize("frozen_steps", [3, 2])
+def test_frozen_steps_hold_the_init_encoder_still_while_the_heads_learn(tmp_path, tiny_bert_dir, bert_generators, frozen_steps):
+    """--frozen-steps N: the encoder of --init (tied MLM decoder included) moves only from step N+1."""
+    from safetensors.torch import load_file
+
+    flags = {"data": str(CORPUS), "out": str(tmp_path / "run"), "init": str(tiny_bert_dir), "generators": str(bert_generators),
+             "objective": "mlm+rtd", "max_steps": "3", "frozen_steps": str(frozen_steps), "warmup_steps": "0",
+             "progress": "false", "threads": "1"}
+    pretrain.main(load_config(pretrain.PretrainConfig, read_preset("tiny", "pretrain"), flags))
+    start = load_file(str(tiny_bert_dir / "model.safetensors"))
+    trained = load_file(str(tmp_path / "run" / "final" / "model.safetensors"))
+    body = [k for k in trained if k.startswith("bert.")]
+    moved = [k for k in body if not torch.equal(trained[k], start[k[len("bert."):]] if k[len("bert."):] in start else start[k])]
+    if frozen_steps == 3:
+        assert moved == []
+    else:
+        assert "bert.embeddings.word_embeddings.weight" in moved and len(moved) > len(body) // 2
+    from codebert.train_loop import seed_everything
+
+    seed_everything(0)  # pretrain's seed: the heads as that run initialised them
+    fresh = load_model(tiny_bert_dir)
+    heads = {k: v for k, v in fresh.state_dict().items() if k.startswith(("cls.predictions.transform", "discriminator"))}
+    assert all(not torch.equal(trained[k], v) for k, v in heads.items())
+
+
+def test_frozen_steps_without_init_is_a_one_line_problem(tmp_path):
+    cfg = pretrain.PretrainConfig(data=CORPUS, out=tmp_path, tokenizer=tmp_path, frozen_steps=5)
+    assert any(p.startswith("--frozen-steps") for p in cfg.validate())
+
+
 def test_a_missing_mlm_head_is_initialised_tied_and_reported_once(tiny_bert_dir, caplog):
     with caplog.at_level(logging.WARNING):
         model = load_model(tiny_bert_dir)

@@ -90,8 +90,25 @@ class PretrainConfig(LoopConfig):
             problems.append("--max-length: must be in [8, 512] (RoBERTa has 514 positions, BERT 512)")
         if self.batch_size < 1:
             problems.append("--batch-size: must be >= 1")
+        if self.frozen_steps and self.init is None:
+            problems.append("--frozen-steps: freezes the encoder of --init while new heads settle; without --init there is none")
+        # The shape is checked even with --init (which ignores it): a bad value is a mistake either way.
+        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name.replace('_', '-')}: must be >= 1")
         if self.hidden_size % max(self.num_attention_heads, 1):
             problems.append("--hidden-size must be a multiple of --num-attention-heads")
+        if not 0 <= self.dropout < 1:
+            problems.append("--dropout: must be in [0, 1)")
+        for name in ("mlm_weight", "rtd_weight"):
+            if not getattr(self, name) >= 0:
+                problems.append(f"--{name.replace('_', '-')}: must be >= 0")
+        weights = {"mlm": self.mlm_weight, "rtd": self.rtd_weight}
+        if all(weights[part] == 0 for part in self.objective.split("+")):
+            problems.append(f"--mlm-weight/--rtd-weight: --objective {self.objective} has nothing to learn with its weights at 0")
+        for name in ("valid_examples", "max_records"):
+            if getattr(self, name) < 0:
+                problems.append(f"--{name.replace('_', '-')}: must be >= 0")
         return problems
 
 
@@ -293,6 +310,10 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
         cfg, model, make_loss_fn(cfg, corruptor, rng, device), batches, cfg.out, save_model,
         evaluate=make_evaluate(cfg, corruptor, valid, device), stateful={"masking_rng": rng},
         run_config=to_dict(cfg), dist_info=dist_info, device=device,
+        # --frozen-steps (beyond the paper): the pre-trained encoder, word embeddings included (so
+        # the MLM decoder tied to them too), holds still while the MLM head's transform and bias
+        # and the RTD head learn from it.
+        frozen=list(model.base_model.parameters()) if cfg.frozen_steps else None,
     )
     figures = trainer.fit(cfg.resume)
     figures.update(out=str(cfg.out / "final"), examples=len(train), objective=cfg.objective)

@@ -64,6 +64,8 @@ class LoopConfig:
     threads: int = option(0, "CPU threads for torch (0: torch's default)")
     progress: bool = option(True, "show a progress bar")
     best_metric: str = option("", "also keep best/: the model at the validation with the highest value of this metric (e.g. mrr); empty: no best/")
+    frozen_steps: int = option(0, "first steps in which the part of the model the stage names as frozen gets no updates "
+                                  "(pretrain --init: the pre-trained encoder, so that new heads settle first); 0: none")
 
     def validate_loop(self, steps_may_be_zero: bool = False) -> list[str]:
         problems = []
@@ -72,11 +74,17 @@ class LoopConfig:
                 continue
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')}: must be >= 1")
-        for name in ("warmup_steps", "eval_every", "save_every", "threads", "max_grad_norm", "weight_decay", "max_minutes"):
+        for name in ("warmup_steps", "eval_every", "save_every", "threads", "max_grad_norm", "weight_decay", "max_minutes",
+                     "frozen_steps"):
             if getattr(self, name) < 0:
                 problems.append(f"--{name.replace('_', '-')}: must be >= 0")
         if not self.learning_rate > 0:
             problems.append("--learning-rate: must be > 0")
+        # AdamW raises on a beta2 outside [0, 1) only at the first step; epsilon 0 divides by zero.
+        if not 0 <= self.adam_beta2 < 1:
+            problems.append("--adam-beta2: must be in [0, 1)")
+        if not self.adam_epsilon > 0:
+            problems.append("--adam-epsilon: must be > 0")
         return problems
 
 
@@ -255,6 +263,7 @@ class Trainer:
         run_config: dict[str, Any] | None = None,
         dist_info: Dist = Dist(),
         device: torch.device = torch.device("cpu"),
+        frozen: list[torch.nn.Parameter] | None = None,
     ):
         self.cfg, self.loss_fn, self.batches, self.out = cfg, loss_fn, batches, out
         self.save_model, self.evaluate = save_model, evaluate
@@ -264,6 +273,12 @@ class Trainer:
         self.stateful = stateful or {}
         self.run_config = run_config or {}
         self.dist, self.device = dist_info, device
+        # Parameters held still for the first cfg.frozen_steps steps. Their gradients are dropped
+        # after backward rather than switched off with requires_grad, so DDP (which fixes the set of
+        # parameters it synchronises when it wraps the model) still syncs them once they move.
+        self.frozen = list(frozen or [])
+        if cfg.frozen_steps and not self.frozen:
+            raise UserError("--frozen-steps: this stage names no part of the model to freeze")
         self.model = model.to(device)
         self.optimizer = torch.optim.AdamW(
             _param_groups(self.model, cfg.weight_decay), lr=cfg.learning_rate,
@@ -405,6 +420,11 @@ class Trainer:
                 for key, value in out.items():
                     value = value.detach() if isinstance(value, torch.Tensor) else value
                     sums[key] = sums.get(key, 0.0) + float(value) / cfg.grad_accumulation
+            if self.step < cfg.frozen_steps:
+                # No gradient, no update: AdamW skips a parameter whose grad is None (no moments,
+                # no weight decay), and clipping measures only what will move.
+                for param in self.frozen:
+                    param.grad = None
             if cfg.max_grad_norm > 0:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
