@@ -1,33 +1,44 @@
-"""Loopback load test of `codebert serve`: N search requests from C concurrent clients.
+"""Loopback load test of `codebert serve`: this version against a baseline version, same index, same run.
 
-Starts the server on a free loopback port in this process (uvicorn in a thread), then C client
-threads (httpx) send N requests in all, each a query drawn from a fixed list, and reports errors
-(any non-200 answer or exception), throughput and latency percentiles as the clients saw them.
+Each server runs as its own process (`codebert serve`, or the baseline's `serve.py` taken from git
+at --baseline REV, loaded beside the current package), on a free loopback port. A client process
+(asyncio + httpx, keep-alive connections) keeps C requests in flight for R rounds of N requests,
+each a distinct query (the first line of csn6 test docs, so no answer can come from a cache), and
+reports per round: errors (any non-200 answer or exception), requests/s, latency p50/p99 as the
+clients saw them, and the server's resident memory after the round (flat across rounds = no leak).
 
-    python benchmarks/load_test.py INDEX [--requests 1000] [--clients 16]
+The index: any `codebert index` folder (INDEX), or with --synthetic a 100,000-function index made
+from csn6 (real functions, paths and languages in SQLite; one random unit vector per function,
+since only the model's width and the count matter to the server's speed) with the bi-encoder
+--model's query encoder: built in a minute instead of an hour of encoding.
+
+    python benchmarks/load_test.py --synthetic runs/bench/csn6-100k --model runs/qs-csn6/search/best \
+        [--data ../shared/data/csn6] [--requests 2000] [--clients 16] [--rounds 3] [--baseline HEAD]
+    python benchmarks/load_test.py --index INDEX ...
+
+Target (issue 16): >= 200 requests/s, p99 <= 250 ms, 0 errors, memory flat, 16 clients, 2 cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gzip
+import json
+import os
 import socket
-import threading
+import sqlite3
+import subprocess
+import sys
+import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import numpy as np
-import uvicorn
 
 from codebert.report import format_table
-from codebert.serve import create_app
 
-QUERIES = [
-    "parse a date string", "read a configuration file", "sort a list of numbers", "open a network connection",
-    "compute a checksum", "format a number as currency", "split a path into parts", "merge two dictionaries",
-    "retry a request after a failure", "convert bytes to a string", "find the maximum value", "escape html",
-]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -36,42 +47,192 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# ------------------------------------------------------------------------------- the index
+def synthetic_index(out: Path, data: Path, model: str, functions: int, seed: int = 0) -> Path:
+    """An index folder in `codebert index`'s layout: csn6 functions, random unit vectors."""
+    from codebert import index as index_mod
+    from codebert.encoder import TextEncoder
+
+    if (out / index_mod.MANIFEST).is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for language in sorted(p.name for p in data.iterdir() if p.is_dir()):
+        for split in ("train", "valid", "test"):
+            with gzip.open(data / language / f"{split}.jsonl.gz", "rt", encoding="utf-8") as f:
+                records += [dict(json.loads(line), language=language) for line in f]
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(records), size=min(functions, len(records)), replace=False)
+    db = sqlite3.connect(out / "meta-1.sqlite")
+    db.executescript(index_mod.SCHEMA)
+    ids = []
+    for n, i in enumerate(chosen):
+        r = records[i]
+        path = f"/csn6/{r['language']}/{r.get('repo', 'repo')}/{r.get('path', 'file')}#{n}"
+        file_id = db.execute("INSERT INTO files(path, root, language, sha256) VALUES (?, '/csn6', ?, '')", (path, r["language"])).lastrowid
+        ids.append(db.execute("INSERT INTO functions(file_id, name, language, start_line, end_line, text, tokens) VALUES (?, ?, ?, 1, ?, ?, ?)",
+                              (file_id, r.get("func_name", "f"), r["language"], r["code"].count("\n") + 1, r["code"],
+                               " ".join(r.get("code_tokens", [])))).lastrowid)
+    db.commit()
+    db.close()
+    encoder = TextEncoder(model)
+    vectors = rng.standard_normal((len(ids), encoder.dimension)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.array(ids, dtype=np.int64)
+    import faiss
+
+    faiss.write_index(index_mod.build_faiss(vectors, ids, 250_000), str(out / "faiss-1.index"))
+    np.save(out / "vectors-1.npy", vectors)
+    np.save(out / "ids-1.npy", ids)
+    model_id = str(Path(model).resolve()) if Path(model).exists() else model
+    encoder.export_query_encoder(out / "query-encoder", model_id)
+    manifest = {"generation": 1, "model": model_id, "dimension": encoder.dimension, "functions": len(ids), "search": "exact",
+                "include_docs": True, "roots": ["/csn6"], "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    (out / index_mod.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
+
+
+def queries(data: Path, count: int) -> list[str]:
+    """Distinct first lines of csn6 test docs: what people type, and never the same twice."""
+    seen: dict[str, None] = {}
+    for language in sorted(p.name for p in data.iterdir() if p.is_dir()):
+        with gzip.open(data / language / "test.jsonl.gz", "rt", encoding="utf-8") as f:
+            for line in f:
+                doc = " ".join(json.loads(line)["docstring"].split("\n")[0].split())[:200]
+                if len(doc) > 10:
+                    seen.setdefault(doc)
+    texts = list(seen)
+    np.random.default_rng(0).shuffle(texts)
+    if len(texts) < count:
+        raise SystemExit(f"only {len(texts)} distinct queries in {data}; ask for fewer requests")
+    return texts[:count]
+
+
+# ------------------------------------------------------------------------------- servers
+def start_server(index: Path, baseline: str | None, threads: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    if baseline is None:
+        command = [str(Path(sys.executable).parent / "codebert"), "serve", str(index), "--port", str(port), "--threads", str(threads)]
+    else:
+        # The baseline's serve.py, run against today's package for everything else it imports.
+        source = subprocess.run(["git", "-C", str(ROOT), "show", f"{baseline}:src/codebert/serve.py"], capture_output=True,
+                                text=True, check=True).stdout
+        module = Path(tempfile.mkdtemp()) / "serve_baseline.py"
+        module.write_text(source)
+        program = (f"import sys; sys.path.insert(0, {str(module.parent)!r}); import uvicorn, serve_baseline; "
+                   f"from pathlib import Path; uvicorn.run(serve_baseline.create_app(Path({str(index)!r}), {threads}), "
+                   f"host='127.0.0.1', port={port}, log_level='warning')")
+        command = [sys.executable, "-c", program]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    import httpx
+
+    for _ in range(1200):
+        if server.poll() is not None:
+            raise SystemExit(f"server exited: {server.stderr.read()[-2000:]}")
+        try:
+            if httpx.get(base + "/api/health", timeout=1).status_code == 200:
+                return server, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("server did not start in 120 s")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def round_of(base: str, texts: list[str], clients: int, k: int) -> tuple[float, np.ndarray, int]:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    pending = iter(texts)
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal errors
+        for text in pending:
+            start = time.perf_counter()
+            try:
+                response = await http.get("/api/search", params={"q": text, "k": k})
+                errors += response.status_code != 200
+            except httpx.HTTPError:
+                errors += 1
+            latencies.append(time.perf_counter() - start)
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+        wall = time.perf_counter() - started
+    return wall, np.array(latencies) * 1000, errors
+
+
+def measure(name: str, server: subprocess.Popen, base: str, texts: list[str], args) -> list[list]:
+    import httpx
+
+    for text in texts[:20]:  # warm-up: first requests load lazily (lexers, FAISS pages)
+        httpx.get(base + "/api/search", params={"q": text, "k": args.k}, timeout=60)
+    rows = []
+    per_round = len(texts) // args.rounds
+    for r in range(args.rounds):
+        chunk = texts[r * per_round : (r + 1) * per_round]
+        wall, latencies, errors = asyncio.run(round_of(base, chunk, args.clients, args.k))
+        p50, p99 = np.percentile(latencies, [50, 99])
+        rows.append([name, r + 1, len(chunk), errors, f"{len(chunk) / wall:.1f}", f"{p50:.0f}", f"{p99:.0f}",
+                     f"{rss_mb(server.pid):.0f}"])
+        print(" | ".join(map(str, rows[-1])), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("index", type=Path)
-    parser.add_argument("--requests", type=int, default=1000)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--index", type=Path, help="an index folder from `codebert index`")
+    where.add_argument("--synthetic", type=Path, help="build (once) or reuse a synthetic csn6 index here")
+    parser.add_argument("--model", help="bi-encoder folder for --synthetic")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/csn6")
+    parser.add_argument("--functions", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=2000, help="requests per server, over all rounds")
+    parser.add_argument("--baseline-requests", type=int, default=300, help="requests for the baseline (slow: fewer)")
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=0, help="torch/ONNX Runtime threads in the server (0: default)")
+    parser.add_argument("--baseline", default=None, help="git revision whose serve.py is the baseline (e.g. HEAD~5); none: skip")
     args = parser.parse_args()
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(args.index), host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    base = f"http://127.0.0.1:{port}"
-
-    def one(i: int) -> tuple[float, bool]:
-        start = time.perf_counter()
+    index = args.index
+    if args.synthetic is not None:
+        if not args.model:
+            raise SystemExit("--synthetic needs --model")
+        t0 = time.perf_counter()
+        index = synthetic_index(args.synthetic, args.data, args.model, args.functions)
+        print(f"index: {index} ({time.perf_counter() - t0:.0f} s to build or find)", flush=True)
+    texts = queries(args.data, args.requests + args.baseline_requests + 40)
+    print(f"load average at start: {os.getloadavg()[0]:.2f}", flush=True)
+    rows = []
+    runs = [("this version", None, texts[: args.requests])]
+    if args.baseline:
+        runs.append((f"baseline {args.baseline}", args.baseline, texts[args.requests : args.requests + args.baseline_requests]))
+    for name, revision, chunk in runs:
+        server, base = start_server(index, revision, args.threads)
         try:
-            with httpx.Client(base_url=base, timeout=60) as client:
-                ok = client.get("/api/search", params={"q": QUERIES[i % len(QUERIES)], "k": args.k}).status_code == 200
-        except httpx.HTTPError:
-            ok = False
-        return time.perf_counter() - start, ok
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(args.clients) as pool:
-        outcomes = list(pool.map(one, range(args.requests)))
-    wall = time.perf_counter() - started
-    server.should_exit = True
-    latencies = np.array([t for t, _ in outcomes]) * 1000
-    errors = sum(not ok for _, ok in outcomes)
-    p50, p90, p99 = np.percentile(latencies, [50, 90, 99])
-    rows = [["requests", args.requests], ["concurrent clients", args.clients], ["errors", errors],
-            ["requests/s", args.requests / wall], ["latency p50, ms", p50], ["latency p90, ms", p90],
-            ["latency p99, ms", p99], ["latency max, ms", latencies.max()]]
-    print(format_table(["figure", "value"], rows))
+            rows += measure(name, server, base, chunk, args)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    print()
+    print(format_table(["server", "round", "requests", "errors", "requests/s", "p50 ms", "p99 ms", "server RSS MB"], rows))
+    if args.baseline:
+        mine = [float(r[4]) for r in rows if r[0] == "this version"]
+        theirs = [float(r[4]) for r in rows if r[0] != "this version"]
+        print(f"\nthroughput, this version / baseline: {np.mean(mine) / np.mean(theirs):.1f}x")
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

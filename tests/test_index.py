@@ -184,3 +184,131 @@ def test_a_bert_style_sentence_transformers_folder_indexes_too(tree, tmp_path):
         hidden = AutoModel.from_pretrained(folder)(**batch).last_hidden_state[0]
     expected = hidden.mean(0) / hidden.mean(0).norm()
     assert np.allclose(encoder.encode_queries(["parse memory"])[0], expected.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["roberta", "bert"])
+def test_the_lean_query_path_answers_as_the_torch_path_without_importing_torch(tree, tiny_model_dir, tiny_bert_dir, tmp_path, family):
+    """`index` writes the query encoder as ONNX; `query` then loads neither torch nor transformers and
+    gives the torch path's top-10 with the same scores (1e-5)."""
+    import subprocess
+    import sys
+
+    from codebert import query_encoder
+
+    model = tiny_model_dir if family == "roberta" else tiny_bert_dir
+    out = tmp_path / "idx"
+    assert build([tree], model, out)["lean_queries"] is True
+    store = index_mod.IndexStore(out)
+    lean = query_encoder.open_encoder(out, store.manifest["model"], threads=1)
+    assert isinstance(lean, query_encoder.QueryEncoder)
+    heavy = TextEncoder(model, threads=1)
+    queries = ["parse a memory string", "pop from a stack", "x", "read the configuration file " * 20]
+    fast, slow = lean.encode_queries(queries), heavy.encode_queries(queries)
+    assert fast.shape == slow.shape and np.abs(fast - slow).max() < 1e-5
+    for f, s in zip(fast, slow):
+        a, b = store.search(f, 10), store.search(s, 10)
+        assert [h["id"] for h in a] == [h["id"] for h in b]
+        assert np.allclose([h["score"] for h in a], [h["score"] for h in b], atol=1e-5)
+    probe = ("import sys; from codebert.cli import main; code = main(['query', sys.argv[1], 'pop from a stack', '-k', '3']); "
+             "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]; print('HEAVY', heavy); sys.exit(code)")
+    run = subprocess.run([sys.executable, "-c", probe, str(out)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "HEAVY []" in run.stdout and "3 results" in run.stdout
+
+
+def test_an_index_without_a_lean_encoder_still_answers_with_torch(tree, tiny_model_dir, tmp_path):
+    out = tmp_path / "idx"
+    build([tree], tiny_model_dir, out)
+    shutil.rmtree(out / "query-encoder")  # an index made before the lean path
+    result = index_mod.query_main(load_config(index_mod.QueryConfig, None, {"index": str(out), "text": "pop from a stack", "k": "3", "threads": "1"}))
+    assert len(result["results"]) == 3
+
+
+@pytest.mark.parametrize("exact_limit", ["250000", "5"])
+def test_a_language_filter_returns_that_languages_nearest_and_an_unknown_one_is_an_error(tree, tiny_model_dir, tmp_path, exact_limit):
+    """The filter runs inside the search (exact and HNSW): the top-k of one language are its k nearest."""
+    out = tmp_path / "idx"
+    build([tree], tiny_model_dir, out, exact_limit=exact_limit)
+    store = index_mod.IndexStore(out)
+    g = store.manifest["generation"]
+    vectors, ids = np.load(out / f"vectors-{g}.npy"), np.load(out / f"ids-{g}.npy")
+    go = {r[0] for r in store.db.execute("SELECT id FROM functions WHERE language = 'go'")}
+    query = vectors[0]
+    rows = [i for i, fid in enumerate(ids) if int(fid) in go]
+    expected = [int(ids[i]) for i in sorted(rows, key=lambda i: -float(vectors[i] @ query))][:3]
+    got = store.search(query, 3, "go")
+    assert [r["id"] for r in got] == expected and {r["language"] for r in got} == {"go"}
+    batch = store.search_many(np.stack([query, query]), 3, ["go", None])
+    assert [r["id"] for r in batch[0]] == expected and len(batch[1]) == 3
+    with pytest.raises(index_mod.UserError, match="klingon: not in this index.*go"):
+        store.search(query, 3, "klingon")
+
+
+OVERLOADED = '''from typing import overload
+
+
+class Reader:
+    @overload
+    def read(self, n: int) -> bytes: ...
+
+    @overload
+    def read(self, n: None) -> str:
+        """Read the whole stream as text."""
+
+    def read(self, n=None):
+        """Read n bytes, or everything as text."""
+        data = self.raw.read(n)
+        return data if n is not None else data.decode()
+'''
+
+
+def test_only_regular_files_inside_the_roots_are_indexed_and_stubs_are_not(tiny_model_dir, tmp_path):
+    import os
+
+    from test_extract import deadline
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "secret.py").write_text("def leaked_secret(token):\n    value = token * 2\n    return value\n")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "reader.py").write_text(OVERLOADED)
+    os.mkfifo(root / "pipe.py")  # opening it would wait for a writer forever
+    (root / "zero.py").symlink_to("/dev/zero")  # endless, its st_size is 0
+    (root / "link.py").symlink_to(elsewhere / "secret.py")  # outside the indexed root
+    with deadline(120):
+        figures = build([root], tiny_model_dir, tmp_path / "idx")
+    assert figures["files_seen"] == 1 and figures["files_skipped"] == 3
+    store = index_mod.IndexStore(tmp_path / "idx")
+    assert [row[0] for row in store.db.execute("SELECT path FROM files")] == [str(root / "reader.py")]
+    # The two @overload signatures take no result slot: only the implementation is there.
+    assert [tuple(row) for row in store.db.execute("SELECT name, start_line FROM functions")] == [("Reader.read", 12)]
+
+
+def test_a_full_disk_during_an_update_is_one_line_and_keeps_the_index(tree, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import errno
+
+    out = tmp_path / "idx"
+    build([tree / "pyproj"], tiny_model_dir, out)
+    before = json.loads((out / "manifest.json").read_text())
+    (tree / "pyproj" / "shout.py").write_text("def shout(s):\n    t = s.upper()\n    return t + '!'\n")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(index_mod.np, "save", full_disk)
+    args = ["index", str(tree / "pyproj"), "--model", str(tiny_model_dir), "--out", str(out), "--no-progress", "--threads", "1"]
+    assert cli_main(args) == 2
+    assert capsys.readouterr().err == "codebert: error: No space left on device\n"
+    assert json.loads((out / "manifest.json").read_text()) == before  # the previous generation still serves
+    assert index_mod.IndexStore(out).stats()["functions"] == before["functions"]
+
+
+def test_an_index_missing_its_generation_files_says_which_and_what_to_do(tree, tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "idx"
+    build([tree / "pyproj"], tiny_model_dir, out)
+    g = json.loads((out / "manifest.json").read_text())["generation"]
+    (out / f"faiss-{g}.index").unlink()
+    assert cli_main(["query", str(out), "parse memory"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"faiss-{g}.index is missing" in err and "remove the folder and index again" in err

@@ -70,7 +70,18 @@ def test_type_a_query_see_results_open_one(server):
         items[0].click()
         page.wait_for_selector("#detail:not([hidden]) pre.code")
         assert ":" in page.inner_text("#detail .where")
+        assert page.query_selector("#results li pre.code mark") is not None  # query words marked in the snippets
+        assert "q=parse+a+memory+string" in page.url  # the search lives in the URL
         page.select_option("#language", "go")
         page.click("button[type=submit]")
         page.wait_for_function("[...document.querySelectorAll('#results li .where')].every(e => e.textContent.includes('.go:'))")
+        assert "language=go" in page.url
+        # A link to a search opens with its results; the back button returns to the previous search.
+        linked = browser.new_page()
+        linked.goto(server + "?q=pop+from+a+stack&language=go")
+        linked.wait_for_selector("#results li")
+        assert linked.input_value("#query") == "pop from a stack" and linked.input_value("#language") == "go"
+        assert all(".go:" in e.inner_text() for e in linked.query_selector_all("#results li .where"))
+        page.go_back()
+        page.wait_for_function("document.querySelector('#language').value === ''")
         browser.close()

@@ -26,12 +26,15 @@ def served(tmp_path_factory, tiny_model_dir):
     return TestClient(create_app(out, threads=1)), out, root
 
 
-def test_search_returns_ranked_highlighted_results(served):
+def test_search_returns_ranked_results_with_snippets(served):
     client, _, root = served
     body = client.get("/api/search", params={"q": "parse a memory string", "k": 5}).json()
-    assert len(body["results"]) == 5
+    assert len(body["results"]) == 5 and body["terms"] == ["memory", "string", "parse"]
     first = body["results"][0]
-    assert first["path"].startswith(str(root)) and first["start_line"] >= 1 and "<pre" in first["snippet_html"]
+    assert first["path"].startswith(str(root)) and first["start_line"] >= 1 and first["snippet"]
+    assert "snippet_html" not in first  # highlighting is the page's, unless asked for
+    asked = client.get("/api/search", params={"q": "parse a memory string", "k": 5, "html": "true"}).json()["results"][0]
+    assert "<pre" in asked["snippet_html"] and asked["id"] == first["id"]
     scores = [r["score"] for r in body["results"]]
     assert scores == sorted(scores, reverse=True)
     go = client.get("/api/search", params={"q": "stack", "k": 3, "language": "go"}).json()["results"]
@@ -49,6 +52,8 @@ def test_function_detail_health_stats_and_openapi(served):
     assert client.get("/api/stats").json()["functions"] > 20
     spec = client.get("/openapi.json").json()
     assert {"/api/search", "/api/functions/{function_id}", "/api/stats", "/api/health"} <= set(spec["paths"])
+    docs = client.get("/docs")  # offline: no script from a CDN, the endpoints described on the page
+    assert docs.status_code == 200 and "/api/search" in docs.text and "cdn" not in docs.text.lower() and "<script" not in docs.text
     page = client.get("/")
     assert page.status_code == 200 and "search-form" in page.text
 
@@ -62,6 +67,7 @@ def test_function_detail_health_stats_and_openapi(served):
     ({"q": "sort", "k": 100000}, 400, "k"),
     ({"q": "sort", "k": "ten"}, 422, "k"),
     ({}, 422, "q"),
+    ({"q": "sort", "language": "klingon"}, 422, "indexed: go, java, javascript, php, python, ruby"),
 ])
 def test_bad_search_requests_are_json_errors(served, params, status, words):
     client, _, _ = served
@@ -100,3 +106,63 @@ def test_nothing_outside_the_indexed_roots_is_served(served, tmp_path):
     link = tmp_path / "link.py"
     link.symlink_to("/etc/hostname")
     assert not inside_roots(str(link), [str(tmp_path)])
+
+
+def test_function_ids_beyond_sqlite_and_long_queries_on_the_detail_endpoint(served):
+    client, _, _ = served
+    for bad in ("99999999999999999999", "9223372036854775808", "0", "-1"):
+        response = client.get(f"/api/functions/{bad}")
+        assert response.status_code in (404, 422) and "error" in response.json(), bad
+    assert client.get("/api/functions/99999999999999999999").status_code == 404
+    hit = client.get("/api/search", params={"q": "memory", "k": 1}).json()["results"][0]
+    response = client.get(f"/api/functions/{hit['id']}", params={"q": "memory " * 2000})
+    assert response.status_code == 413 and "longer" in response.json()["error"]
+
+
+def test_highlighting_marks_words_but_never_inside_an_entity():
+    from codebert.serve import highlight
+
+    out = highlight("if a && b: return amp(x) < 3", "python", ["amp"])
+    assert "&amp;&amp;" in out and out.count("<mark>amp</mark>") == 1 and "&<mark>" not in out
+    plain = highlight("x = 1 & 2 # amp", "no-such-language", ["amp"])
+    assert "&amp;" in plain and plain.count("<mark>") == 1
+    # Marking costs one pass whatever the query: many words, a large function.
+    import time
+
+    code = "def f():\n" + "    value = compute(value) & mask\n" * 3000
+    started = time.perf_counter()
+    highlight(code, "python", [f"word{i}" for i in range(1000)] + ["value"])
+    assert time.perf_counter() - started < 10  # was minutes with one pass per word
+
+
+def test_the_server_picks_up_a_new_index_generation_without_a_restart(tmp_path, tiny_model_dir, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from codebert import serve
+
+    monkeypatch.setattr(serve, "RELOAD_SECONDS", 0.0)
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "a.py").write_text("def add_numbers(a, b):\n    return a + b\n")
+    out = tmp_path / "idx"
+    flags = {"paths": [str(root)], "model": str(tiny_model_dir), "out": str(out), "progress": "false", "threads": "1"}
+    index_mod.main(load_config(index_mod.IndexConfig, None, flags))
+    client = TestClient(serve.create_app(out, threads=1))
+    assert [r["name"] for r in client.get("/api/search", params={"q": "add", "k": 5}).json()["results"]] == ["add_numbers"]
+    (root / "b.go").write_text("package b\n\nfunc ReverseString(s string) string {\n\treturn s\n}\n")
+    index_mod.main(load_config(index_mod.IndexConfig, None, flags))
+    names = {r["name"] for r in client.get("/api/search", params={"q": "add", "k": 5}).json()["results"]}
+    assert names == {"add_numbers", "ReverseString"}
+    assert client.get("/api/search", params={"q": "reverse", "language": "go"}).status_code == 200
+
+
+def test_concurrent_queries_are_answered_each_with_its_own_results(served):
+    """The batcher encodes queries that arrive together in one pass: each still gets its own answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client, _, _ = served
+    queries = ["parse a memory string", "pop from a stack", "read a file", "sort numbers"] * 4
+    alone = {q: [r["id"] for r in client.get("/api/search", params={"q": q, "k": 3}).json()["results"]] for q in set(queries)}
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda q: client.get("/api/search", params={"q": q, "k": 3}).json()["results"], queries))
+    assert all([r["id"] for r in got] == alone[q] for q, got in zip(queries, together))

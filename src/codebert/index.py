@@ -3,18 +3,25 @@
 An index folder holds, for generation g (bumped by every update):
   meta-g.sqlite   files (path, root, language, content hash) and functions (name, language,
                   line span, text) in SQLite
-  vectors-g.npy   one unit vector per function (rows aligned with ids-g.npy, the function ids)
-  faiss-g.index   FAISS over those vectors: exact inner product (IndexFlatIP) up to
-                  --exact-limit vectors, HNSW (M = 32) above it
+  vectors-g.npy   one unit vector per function (rows aligned with ids-g.npy, the function ids),
+                  rows grouped by language (the manifest's `language_rows`), so that a language
+                  filter is a slice
+  faiss-g.index   FAISS over those vectors: HNSW (M = 32) above --exact-limit vectors; below it,
+                  search is exact, one matrix product over vectors-g.npy
+  query-encoder/  the encoder as an ONNX graph with its tokenizer (`codebert.query_encoder`):
+                  `codebert query` answers without importing torch
   manifest.json   the current generation, the model and the counts; written last, so a run
                   killed at any moment leaves the previous index intact
 Re-running `codebert index` on the same roots re-encodes only files whose content changed and
-drops the functions of deleted files. Every function and method is indexed, documented or not;
-its text is the doc comment (unless --no-include-docs) and its code tokens.
+drops the functions of deleted files. Every function and method with a body is indexed,
+documented or not (declarations without one, such as `@overload` stubs, are not); its text is the
+doc comment (unless --no-include-docs) and its code tokens. Only regular files inside the roots
+are read (links out of them are skipped and counted).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -26,7 +33,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -61,6 +68,9 @@ class IndexConfig:
     exact_limit: int = option(250_000, "exact FAISS search up to this many functions, HNSW above")
     max_length: int = option(0, "tokens per encoder window (0: the model's setting)")
     batch_size: int = option(64, "inputs per forward pass")
+    precision: Literal["auto", "fp32", "bf16"] = option(
+        "auto", "encoding precision; auto: bf16 where the CPU has bf16 instructions (AVX512-BF16/AMX: about 3x faster, "
+                "recall@10 against fp32 in benchmarks/search_latency.py), else fp32")
     threads: int = option(0, "CPU threads for torch (0: torch's default)")
     progress: bool = option(True, "show a progress bar")
 
@@ -71,6 +81,14 @@ class IndexConfig:
             problems.append(f"--languages: unknown {', '.join(unknown)} (known: {', '.join(sorted(SPECS))})")
         if self.exact_limit < 1 or self.batch_size < 1:
             problems.append("--exact-limit and --batch-size: must be >= 1")
+        # A window holds the special tokens plus some text; 2 tokens encode nothing but the
+        # specials, and every function would get the same vector.
+        if self.max_length != 0 and self.max_length < 8:
+            problems.append("--max-length: must be 0 (the model's setting) or >= 8")
+        if self.threads < 0:
+            problems.append("--threads: must be >= 0 (0: torch's default)")
+        if self.out.exists() and not self.out.is_dir():
+            problems.append(f"--out {self.out}: exists and is not a folder")
         return problems
 
 
@@ -104,33 +122,109 @@ class IndexStore:
     """A read-only view of one generation of an index folder."""
 
     def __init__(self, folder: Path):
-        import faiss
-
         manifest = read_manifest(folder)
         if manifest is None:
             raise UserError(f"{folder}: not an index (no {MANIFEST}); build one with `codebert index`")
         self.folder, self.manifest = folder, manifest
         g = manifest["generation"]
+        # The manifest names a generation whose files may since have been deleted or not copied
+        # along with it: say which, rather than let SQLite or FAISS fail with a bare message.
+        missing = [name for name in (f"meta-{g}.sqlite", f"faiss-{g}.index", f"vectors-{g}.npy", f"ids-{g}.npy")
+                   if not (folder / name).is_file()]
+        if missing:
+            raise UserError(f"{folder}: damaged index, {MANIFEST} names generation {g} but {', '.join(missing)} "
+                            f"{'is' if len(missing) == 1 else 'are'} missing; remove the folder and index again")
         self.db = sqlite3.connect(f"file:{folder / f'meta-{g}.sqlite'}?mode=ro", uri=True, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
-        self.faiss = faiss.read_index(str(folder / f"faiss-{g}.index"))
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(functions)")}
         self._tokens = "f.tokens" if "tokens" in columns else "'' AS tokens"  # an index made before --rerank
+        self._selectors: dict[str, tuple[Any, Any]] = {}  # language -> (FAISS id selector, search parameters)
+
+    @functools.cached_property
+    def faiss(self):
+        """The generation's FAISS index (read on first use: exact search works on the vectors)."""
+        import faiss
+
+        return faiss.read_index(str(self.folder / f"faiss-{self.manifest['generation']}.index"))
+
+    @functools.cached_property
+    def exact(self) -> tuple[np.ndarray, np.ndarray, dict[str, slice]]:
+        """(vectors, ids, language -> rows) of the generation, rows grouped by language.
+
+        Exact search is one matrix product: numpy's BLAS runs a batch of queries against every row
+        several times faster than FAISS's flat index does here (measured in benchmarks/load_test.py),
+        and grouping the rows by language makes a language filter a contiguous slice, never a scan."""
+        g = self.manifest["generation"]
+        vectors = np.load(self.folder / f"vectors-{g}.npy")
+        ids = np.load(self.folder / f"ids-{g}.npy")
+        rows = self.manifest.get("language_rows")
+        if rows is None:  # an index made before the rows were grouped at index time: group them now
+            language_of = dict(self.db.execute("SELECT id, language FROM functions").fetchall())
+            vectors, ids, rows = group_by_language(vectors, ids, language_of)
+        return np.ascontiguousarray(vectors, dtype=np.float32), ids, {lang: slice(a, b) for lang, (a, b) in rows.items()}
+
+    def _exact_search(self, queries: np.ndarray, k: int, language: str | None) -> list[list[tuple[int, float]]]:
+        vectors, ids, slices = self.exact
+        rows = slice(0, len(ids)) if language is None else slices.get(language, slice(0, 0))
+        block, block_ids = vectors[rows], ids[rows]
+        k = min(k, len(block_ids))
+        if k == 0:
+            return [[] for _ in queries]
+        scores = queries @ block.T  # (queries, rows)
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        top, top_scores = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+        return [[(int(block_ids[j]), float(s)) for j, s in zip(row, row_scores)] for row, row_scores in zip(top, top_scores)]
+
+    @functools.cached_property
+    def languages(self) -> dict[str, int]:
+        """Functions per indexed language."""
+        return dict(self.db.execute("SELECT language, COUNT(*) FROM functions GROUP BY language").fetchall())
+
+    def _only(self, language: str):
+        """FAISS search parameters that admit only `language`'s functions (one id set per language,
+        made once): the filter runs inside the search, so a rare language costs what any search costs."""
+        import faiss
+
+        if language not in self._selectors:
+            ids = np.array([r[0] for r in self.db.execute("SELECT id FROM functions WHERE language = ?", (language,))], dtype=np.int64)
+            selector = faiss.IDSelectorBatch(ids)
+            if self.manifest.get("search") == "hnsw":
+                params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(128, faiss.downcast_index(self.faiss.index).hnsw.efSearch))
+            else:
+                params = faiss.SearchParameters(sel=selector)
+            self._selectors[language] = (selector, params)  # the selector must outlive its parameters
+        return self._selectors[language][1]
 
     def search(self, vector: np.ndarray, k: int, language: str | None = None) -> list[dict[str, Any]]:
         """Top-k functions by cosine similarity, optionally of one language only."""
-        total = self.faiss.ntotal
-        if total == 0:
-            return []
-        want = k if language is None else min(total, max(4 * k, 64))
-        while True:
-            scores, ids = self.faiss.search(vector.reshape(1, -1).astype(np.float32), min(want, total))
-            hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
-            rows = self.functions([i for i, _ in hits])
-            results = [{**rows[i], "score": s} for i, s in hits if i in rows and (language is None or rows[i]["language"] == language)]
-            if len(results) >= k or want >= total:
-                return results[:k]
-            want = min(total, want * 4)  # a rare language: look further down the ranking
+        return self.search_many(vector.reshape(1, -1), k, [language])[0]
+
+    def search_many(self, vectors: np.ndarray, k: int, languages: list[str | None]) -> list[list[dict[str, Any]]]:
+        """`search` for a batch of query vectors (row i filtered to languages[i]): one FAISS call per
+        language present, one SQLite query for every hit. A language the index lacks raises UserError."""
+        unknown = sorted({lang for lang in languages if lang is not None and lang not in self.languages})
+        if unknown:
+            raise UserError(f"language {', '.join(unknown)}: not in this index (indexed: {', '.join(sorted(self.languages)) or 'none'})")
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        hits: list[list[tuple[int, float]]] = [[] for _ in range(len(vectors))]
+        total = int(self.manifest.get("functions", 0))
+        for language in set(languages):
+            rows = [i for i, lang in enumerate(languages) if lang == language]
+            if self.manifest.get("search") != "hnsw":
+                for row, found in zip(rows, self._exact_search(vectors[rows], k, language)):
+                    hits[row] = found
+                continue
+            want = min(k, total if language is None else self.languages[language])
+            if want == 0:
+                continue
+            params = None if language is None else self._only(language)
+            scores, ids = self.faiss.search(vectors[rows], want, params=params)
+            for row, row_scores, row_ids in zip(rows, scores, ids):
+                hits[row] = [(int(i), float(s)) for i, s in zip(row_ids, row_scores) if i >= 0]
+        found = self.functions(sorted({i for row in hits for i, _ in row}))
+        return [[{**found[i], "score": s} for i, s in row if i in found] for row in hits]
 
     def functions(self, ids: list[int]) -> dict[int, dict[str, Any]]:
         if not ids:
@@ -142,13 +236,25 @@ class IndexStore:
         return {row["id"]: dict(row) for row in rows}
 
     def stats(self) -> dict[str, Any]:
-        per_language = dict(self.db.execute("SELECT language, COUNT(*) FROM functions GROUP BY language").fetchall())
+        per_language = self.languages
         files = self.db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
         return {**{k: self.manifest[k] for k in ("model", "generation", "functions", "search")}, "files": files,
                 "per_language": per_language, "roots": self.manifest.get("roots", [])}
 
 
 # --------------------------------------------------------------------------------------- index
+def group_by_language(vectors: np.ndarray, ids: np.ndarray, language_of: dict[int, str]) -> tuple[np.ndarray, np.ndarray, dict[str, list[int]]]:
+    """Rows reordered so that each language's functions are contiguous (order kept within one),
+    and {language: [first row, end row]}: a language filter is then a slice of the vectors."""
+    labels = np.array([language_of.get(int(i), "") for i in ids], dtype=object)
+    order = np.argsort(labels, kind="stable") if len(ids) else np.zeros(0, dtype=np.int64)
+    vectors, ids, labels = np.ascontiguousarray(vectors[order], dtype=np.float32), ids[order], labels[order]
+    rows: dict[str, list[int]] = {}
+    for row, label in enumerate(labels):
+        rows.setdefault(label, [row, row])[1] = row + 1
+    return vectors, ids, rows
+
+
 def _root_of(path: str, roots: list[str]) -> str | None:
     """The indexed root (a folder or a single file) that `path` lies in, if any."""
     for root in roots:
@@ -213,7 +319,7 @@ def main(cfg: IndexConfig) -> dict[str, Any]:
         cursor = db.execute("INSERT INTO files(path, root, language, sha256) VALUES (?, ?, ?, ?)", (path, root, src.language, sha))
         functions, _ = parse_functions(text.encode("utf-8"), src.language)
         for fn in functions:
-            if not fn.code_tokens:
+            if not fn.code_tokens or fn.is_stub:  # @overload, abstract, interface: nothing implemented to find
                 continue
             # tokens: the code as the search fine-tuning read it (code tokens, no docs), for --rerank.
             row = db.execute("INSERT INTO functions(file_id, name, language, start_line, end_line, text, tokens) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -224,16 +330,16 @@ def main(cfg: IndexConfig) -> dict[str, Any]:
     encode_seconds = 0.0
     dim = manifest["dimension"] if manifest else None
     new_vectors = np.zeros((0, dim or 1), dtype=np.float32)
+    encoder = None
     if texts:
-        encoder = TextEncoder(cfg.model, cfg.max_length, cfg.threads)
+        encoder = TextEncoder(cfg.model, cfg.max_length, cfg.threads, cfg.precision)
         dim = encoder.dimension
         t0 = time.perf_counter()
         new_vectors = encoder.encode_code(texts, cfg.batch_size, cfg.progress)
         encode_seconds = time.perf_counter() - t0
     if dim is None:
-        from codebert.encoder import TextEncoder
-
-        dim = TextEncoder(cfg.model).dimension
+        encoder = TextEncoder(cfg.model, cfg.max_length, cfg.threads, cfg.precision)
+        dim = encoder.dimension
     if manifest:
         old_vectors = np.load(out / f"vectors-{old_g}.npy")
         old_ids = np.load(out / f"ids-{old_g}.npy")
@@ -242,6 +348,7 @@ def main(cfg: IndexConfig) -> dict[str, Any]:
         ids = np.concatenate([old_ids[keep], np.array(new_rows, dtype=np.int64)])
     else:
         vectors, ids = new_vectors.reshape(-1, dim), np.array(new_rows, dtype=np.int64)
+    vectors, ids, language_rows = group_by_language(vectors, ids, dict(db.execute("SELECT id, language FROM functions").fetchall()))
     db.commit()
     db.close()
 
@@ -251,9 +358,11 @@ def main(cfg: IndexConfig) -> dict[str, Any]:
     np.save(out / f"vectors-{g}.npy", vectors)
     np.save(out / f"ids-{g}.npy", ids)
     faiss.write_index(index, str(out / f"faiss-{g}.index"))
+    lean = _export_query_encoder(out, model_id, encoder, cfg)
     all_roots = sorted(set((manifest or {}).get("roots", [])) | set(roots))
     new_manifest = {"generation": g, "model": model_id, "dimension": int(dim), "functions": int(len(ids)),
                     "search": "hnsw" if len(ids) > cfg.exact_limit else "exact", "include_docs": cfg.include_docs,
+                    "language_rows": language_rows,
                     "roots": all_roots, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
     with atomic_write(out / MANIFEST) as f:  # the switch to the new generation
         f.write(json.dumps(new_manifest, indent=2) + "\n")
@@ -265,7 +374,30 @@ def main(cfg: IndexConfig) -> dict[str, Any]:
     return {"out": str(out), "functions": int(len(ids)), "files_seen": len(seen), "files_encoded": len(changed),
             "files_deleted": len(deleted), "functions_encoded": len(texts), "files_skipped": skipped,
             "encode_seconds": encode_seconds, "functions_per_s": len(texts) / encode_seconds if encode_seconds else 0.0,
-            "seconds": time.perf_counter() - started, "search": new_manifest["search"]}
+            "seconds": time.perf_counter() - started, "search": new_manifest["search"], "lean_queries": lean,
+            "precision": encoder.precision if encoder is not None else "-"}
+
+
+def _export_query_encoder(out: Path, model_id: str, encoder, cfg: IndexConfig) -> bool:
+    """The index's own query encoder for the lean query path (`codebert.query_encoder`), written
+    once per index (the model of an index never changes), under a temporary name then renamed."""
+    from codebert import query_encoder
+
+    if query_encoder.available(out, model_id):
+        return True
+    if encoder is None:
+        from codebert.encoder import TextEncoder
+
+        encoder = TextEncoder(cfg.model, cfg.max_length, cfg.threads, cfg.precision)
+    final = out / query_encoder.FOLDER
+    tmp = out / f".{query_encoder.FOLDER}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    if not encoder.export_query_encoder(tmp, model_id):
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return True
 
 
 def render(figures: dict[str, Any]) -> str:
@@ -284,6 +416,9 @@ class QueryConfig:
     rerank: str | None = option(None, "cross-encoder folder (`search finetune --mode cross`) that re-orders the top --rerank-k")
     rerank_k: int = option(50, "candidates the cross-encoder re-scores (at least -k)")
     threads: int = option(0, "CPU threads for torch (0: torch's default)")
+    engine: Literal["auto", "onnx", "torch"] = option(
+        "auto", "how the query is encoded: onnx (the index's exported encoder, no torch import: fast to start), "
+                "torch (the model folder, as the index encoded code), auto: onnx where the index has it")
 
     def validate(self) -> list[str]:
         problems = []
@@ -295,6 +430,10 @@ class QueryConfig:
             problems.append("the query is empty")
         if len(self.text) > 2000:
             problems.append("the query is longer than 2,000 characters")
+        if self.snippet_lines < 0:
+            problems.append("--snippet-lines: must be >= 0")
+        if self.threads < 0:
+            problems.append("--threads: must be >= 0 (0: torch's default)")
         return problems
 
 
@@ -303,7 +442,7 @@ _WORD = re.compile(r"[A-Za-z0-9]{3,}")
 
 def highlight_terms(query: str) -> list[str]:
     """Query words of 3+ characters, lower-cased, used to highlight snippets."""
-    return sorted({w.lower() for w in _WORD.findall(query)}, key=len, reverse=True)
+    return sorted({w.lower() for w in _WORD.findall(query)}, key=lambda w: (-len(w), w))  # longest first, then a-z
 
 
 def snippet(text: str, terms: list[str], lines: int, mark: tuple[str, str]) -> str:
@@ -315,11 +454,11 @@ def snippet(text: str, terms: list[str], lines: int, mark: tuple[str, str]) -> s
 
 
 def query_main(cfg: QueryConfig) -> dict[str, Any]:
-    from codebert.encoder import TextEncoder
+    from codebert.query_encoder import open_encoder
 
     store = IndexStore(cfg.index)
     started = time.perf_counter()
-    encoder = TextEncoder(store.manifest["model"], threads=cfg.threads)
+    encoder = open_encoder(cfg.index, store.manifest["model"], cfg.threads, cfg.engine)
     load_seconds = time.perf_counter() - started
     reranker = Reranker(cfg.rerank, cfg.threads) if cfg.rerank else None
     t0 = time.perf_counter()

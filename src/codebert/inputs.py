@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-import torch
 
 from codebert.errors import UserError
+
+# torch is imported where tensors are made, not here: the query path (`codebert.query_encoder`)
+# builds its inputs with this module and must not pay for importing torch.
 
 
 def truncate_pair_lengths(nl_len: int, code_len: int, budget: int) -> tuple[int, int]:
@@ -111,32 +113,40 @@ class Layout:
         code_start = nl_start + nl_keep + len(self.middle)
         return PairEncoding(ids, slice(nl_start, nl_start + nl_keep), slice(code_start, code_start + code_keep))
 
-    def pad(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def pad(self, sequences: list[list[int]]) -> tuple["torch.Tensor", "torch.Tensor"]:
         """(input_ids, attention_mask): rows padded to the longest with the pad token."""
         return pad_sequences(sequences, self.pad_id)
 
-    def singles(self, sequences: list[np.ndarray], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def singles(self, sequences: list[np.ndarray], max_length: int) -> tuple["torch.Tensor", "torch.Tensor"]:
         """A padded batch of single inputs."""
         return self.pad([self.single(s, max_length) for s in sequences])
 
-    def pairs(self, pairs: list[tuple[np.ndarray, np.ndarray]], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def pairs(self, pairs: list[tuple[np.ndarray, np.ndarray]], max_length: int) -> tuple["torch.Tensor", "torch.Tensor"]:
         """A padded batch of NL-code pairs, each truncated longest-first."""
         return self.pad([self.pair(list(nl), list(code), max_length).input_ids for nl, code in pairs])
 
 
-def pad_sequences(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask) of rows padded to the longest; the mask marks real tokens.
+def pad_arrays(sequences: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask) as int64 arrays: rows padded to the longest; the mask marks real tokens.
 
     The mask comes from the lengths, not from comparing ids with `pad_id`: BERT's [PAD] is id 0,
     and a layout must not depend on which id a family gave its padding token.
     """
     width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(sequences), width), dtype=np.int64)
     for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        ids[row, : len(seq)] = seq
         mask[row, : len(seq)] = 1
     return ids, mask
+
+
+def pad_sequences(sequences: list[list[int]], pad_id: int) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """`pad_arrays` as torch tensors (int64)."""
+    import torch
+
+    ids, mask = pad_arrays(sequences, pad_id)
+    return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
 # RoBERTa's layout with our tokenizer's ids (<s>=0, <pad>=1, </s>=2, <unk>=3, <mask>=4): the default
