@@ -312,3 +312,14 @@ def test_an_index_missing_its_generation_files_says_which_and_what_to_do(tree, t
     assert cli_main(["query", str(out), "parse memory"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"faiss-{g}.index is missing" in err and "remove the folder and index again" in err
+
+
+def test_a_traced_encoder_gives_the_modules_vectors(tiny_model_dir, tiny_bert_dir):
+    """The server's TorchScript trace (frozen) encodes queries of any batch and length as the module does."""
+    for model in (tiny_model_dir, tiny_bert_dir):
+        eager = TextEncoder(model, threads=1)
+        traced = TextEncoder(model, threads=1)
+        assert traced.trace() and traced.forward is not traced.model
+        queries = ["x", "parse a memory string", "read the configuration file " * 20, "pop", "sort numbers in place"]
+        assert np.abs(traced.encode_queries(queries) - eager.encode_queries(queries)).max() < 1e-5
+        assert np.abs(traced.encode_queries(queries[:1]) - eager.encode_queries(queries[:1])).max() < 1e-5

@@ -166,3 +166,39 @@ def test_concurrent_queries_are_answered_each_with_its_own_results(served):
     with ThreadPoolExecutor(8) as pool:
         together = list(pool.map(lambda q: client.get("/api/search", params={"q": q, "k": 3}).json()["results"], queries))
     assert all([r["id"] for r in got] == alone[q] for q, got in zip(queries, together))
+
+
+@pytest.mark.parametrize("spread", ["bunched", "spread"])
+def test_the_servers_torch_search_gives_the_exact_top_k(served, spread):
+    """The server's torch top-k ranks and scores exactly as the numpy search of `codebert query`:
+    through bf16 candidates when their certificate holds (spread vectors), through fp32 when it
+    does not (the tiny model's vectors are bunched within 0.01 of each other)."""
+    import numpy as np
+
+    from codebert.index import IndexStore
+    from codebert.serve import TorchTopK
+
+    _, out, _ = served
+    plain = IndexStore(out)
+    if spread == "spread":  # well-spread unit vectors, as a trained encoder gives: the bf16 path serves
+        rng = np.random.default_rng(0)
+        vectors = rng.standard_normal(plain.exact[0].shape).astype(np.float32)
+        plain.exact = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True), *plain.exact[1:])
+    fast = IndexStore(out)
+    fast.exact = plain.exact
+    fast.top_k = TorchTopK(fast.exact[0], coarse=True)
+    TorchTopK.CANDIDATES, saved = 6, TorchTopK.CANDIDATES  # fewer candidates than rows/4: the bf16 path runs
+    try:
+        queries = plain.exact[0][:6] + 0.05
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        for language in (None, "python"):
+            a = plain.search_many(queries, 3, [language] * len(queries))
+            b = fast.search_many(queries, 3, [language] * len(queries))
+            assert [[r["id"] for r in row] for row in a] == [[r["id"] for r in row] for row in b]
+            assert np.allclose([[r["score"] for r in row] for row in a], [[r["score"] for r in row] for row in b], atol=1e-5)
+    finally:
+        TorchTopK.CANDIDATES = saved
+    if spread == "bunched":
+        assert fast.top_k.uncertified > 0  # the fp32 pass caught what bf16 could not order
+    else:
+        assert fast.top_k.uncertified <= 2  # the bf16 pass certified (nearly) every query
