@@ -85,6 +85,9 @@ class TextEncoder:
         # query path's ONNX graph gives it to 1e-5); bf16 is asked for where speed counts more.
         self.precision = resolve_precision(precision)
         self.forward = self.model  # what _encode_ids runs: the module, or its trace (`trace`)
+        # Batches padded to a multiple of this many tokens (masked, so the vectors do not change):
+        # a server sees few distinct shapes, so oneDNN's per-shape kernels are made once and kept.
+        self.pad_multiple = 1
 
     @torch.inference_mode()
     def _encode_ids(self, sequences: list[np.ndarray], length: int, batch_size: int, bar: tqdm | None = None) -> np.ndarray:
@@ -93,6 +96,10 @@ class TextEncoder:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             ids, mask = single_inputs([sequences[i] for i in idx], length, self.layout)
+            extra = -ids.shape[1] % self.pad_multiple
+            if extra:
+                ids = torch.nn.functional.pad(ids, (0, extra), value=self.layout.pad_id)
+                mask = torch.nn.functional.pad(mask, (0, extra), value=0)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
                 out[idx] = self.forward(ids, mask).float().numpy()
             if bar is not None:
