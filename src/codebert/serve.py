@@ -133,18 +133,18 @@ class Searcher:
         from codebert.index import IndexStore
 
         self.folder, self.threads = folder, threads
-        store = IndexStore(folder)
+        store = IndexStore(folder)  # its manifest names the model (and a folder that is no index fails here)
         # torch, not the lean ONNX path: a server starts once, and torch's bf16 kernels (AMX,
         # AVX512-BF16) encode batches of queries faster than fp32 on ONNX Runtime or torch.
         self.encoder = TextEncoder(store.manifest["model"], threads=threads, precision=precision)
         self.encoder.trace()  # a server encodes many short batches: worth a second at start
         self.encoder.pad_multiple = 8
         self._warm_up()
+        self.store = self._open(folder)
         # Everything loaded so far lives as long as the server: out of the cyclic collector's sight,
         # so that its full collections scan only what requests create (a full scan of the model's
         # and index's objects showed as a ~300 ms p99 outlier under load).
         gc.freeze()
-        self.store = self._open(folder)
         self.checked = time.monotonic()
         self.lock = threading.Lock()
 
