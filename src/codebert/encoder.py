@@ -25,6 +25,7 @@ from codebert.errors import UserError
 from codebert.inputs import Layout
 from codebert.pretrain_data import encode_texts
 from codebert.search.models import SearchSpec, load_bi_encoder, single_inputs
+from codebert.train_loop import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +52,6 @@ def windows(ids: np.ndarray, size: int) -> list[np.ndarray]:
     return [ids[s : s + size] for s in starts]
 
 
-def resolve_precision(precision: str) -> str:
-    """auto: bf16 where the CPU has bf16 matrix instructions (AVX512-BF16/AMX: about 3x the fp32 rate
-    on a MiniLM-sized encoder here, unit vectors within ~1e-3 of fp32), else fp32."""
-    if precision != "auto":
-        return precision
-    from codebert.train_loop import cpu_runs_bf16
-
-    return "bf16" if torch.cuda.is_available() or cpu_runs_bf16() else "fp32"
-
-
 class TextEncoder:
     def __init__(self, model: str | Path, max_length: int = 0, threads: int = 0, precision: str = "fp32"):
         from transformers.utils import logging as hf_logging
@@ -83,7 +74,9 @@ class TextEncoder:
         self.dimension = self.model.encoder.config.hidden_size
         # fp32 by default: a query's vector is then the same whatever the machine (and the lean
         # query path's ONNX graph gives it to 1e-5); bf16 is asked for where speed counts more.
-        self.precision = resolve_precision(precision)
+        # auto: bf16 where this CPU has bf16 matrix instructions (the training loop's own rule; the
+        # encoder always runs on the CPU, whatever GPU the machine has).
+        self.precision = resolve_precision(precision, torch.device("cpu"))
         self.forward = self.model  # what _encode_ids runs: the module, or its trace (`trace`)
         # Batches padded to a multiple of this many tokens (masked, so the vectors do not change):
         # a server sees few distinct shapes, so oneDNN's per-shape kernels are made once and kept.

@@ -156,7 +156,7 @@ class IndexStore:
         """(vectors, ids, language -> rows) of the generation, rows grouped by language.
 
         Exact search is one matrix product: numpy's BLAS runs a batch of queries against every row
-        several times faster than FAISS's flat index does here (measured in benchmarks/load_test.py),
+        several times faster than FAISS's flat index does here (docs/scale.md, docs/results.md),
         and grouping the rows by language makes a language filter a contiguous slice, never a scan."""
         g = self.manifest["generation"]
         vectors = np.load(self.folder / f"vectors-{g}.npy")
@@ -192,17 +192,15 @@ class IndexStore:
         return dict(self.db.execute("SELECT language, COUNT(*) FROM functions GROUP BY language").fetchall())
 
     def _only(self, language: str):
-        """FAISS search parameters that admit only `language`'s functions (one id set per language,
-        made once): the filter runs inside the search, so a rare language costs what any search costs."""
+        """HNSW search parameters that admit only `language`'s functions (one id set per language,
+        made once): the filter runs inside the search, so a rare language costs what any search
+        costs. (An exact index filters by slicing its language-grouped rows instead.)"""
         import faiss
 
         if language not in self._selectors:
             ids = np.array([r[0] for r in self.db.execute("SELECT id FROM functions WHERE language = ?", (language,))], dtype=np.int64)
             selector = faiss.IDSelectorBatch(ids)
-            if self.manifest.get("search") == "hnsw":
-                params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(128, faiss.downcast_index(self.faiss.index).hnsw.efSearch))
-            else:
-                params = faiss.SearchParameters(sel=selector)
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(128, faiss.downcast_index(self.faiss.index).hnsw.efSearch))
             self._selectors[language] = (selector, params)  # the selector must outlive its parameters
         return self._selectors[language][1]
 
@@ -211,8 +209,9 @@ class IndexStore:
         return self.search_many(vector.reshape(1, -1), k, [language])[0]
 
     def search_many(self, vectors: np.ndarray, k: int, languages: list[str | None]) -> list[list[dict[str, Any]]]:
-        """`search` for a batch of query vectors (row i filtered to languages[i]): one FAISS call per
-        language present, one SQLite query for every hit. A language the index lacks raises UserError."""
+        """`search` for a batch of query vectors (row i filtered to languages[i]): one matrix product
+        (exact) or FAISS call (HNSW) per language present, one SQLite query for every hit. A language
+        the index lacks raises UserError."""
         unknown = sorted({lang for lang in languages if lang is not None and lang not in self.languages})
         if unknown:
             raise UserError(f"language {', '.join(unknown)}: not in this index (indexed: {', '.join(sorted(self.languages)) or 'none'})")

@@ -140,7 +140,7 @@ class Searcher:
         self.encoder.trace()  # a server encodes many short batches: worth a second at start
         self.encoder.pad_multiple = 8
         self._warm_up()
-        self.store = self._open(folder)
+        self.store = self._prepare(store)
         # Everything loaded so far lives as long as the server: out of the cyclic collector's sight,
         # so that its full collections scan only what requests create (a full scan of the model's
         # and index's objects showed as a ~300 ms p99 outlier under load).
@@ -158,11 +158,8 @@ class Searcher:
             for rows in range(1, clients + 1):
                 self.encoder.encode_queries([text] * rows)
 
-    def _open(self, folder: Path):
-        """An index generation, its search structures loaded now rather than by the first request."""
-        from codebert.index import IndexStore
-
-        store = IndexStore(folder)
+    def _prepare(self, store):
+        """`store` with its search structures loaded now rather than by the first request."""
         if store.manifest.get("search") != "hnsw":
             store.top_k = TorchTopK(store.exact[0], coarse=self.encoder.precision == "bf16")
         else:
@@ -172,7 +169,7 @@ class Searcher:
 
     def current(self):
         """The newest complete generation (looked for at most every RELOAD_SECONDS)."""
-        from codebert.index import read_manifest
+        from codebert.index import IndexStore, read_manifest
 
         now = time.monotonic()
         if now - self.checked < RELOAD_SECONDS:
@@ -184,7 +181,7 @@ class Searcher:
             try:
                 manifest = read_manifest(self.folder)
                 if manifest is not None and manifest["generation"] != self.store.manifest["generation"]:
-                    self.store = self._open(self.folder)  # requests in flight finish on the old one
+                    self.store = self._prepare(IndexStore(self.folder))  # requests in flight finish on the old one
                     log.warning("serving generation %s of %s", manifest["generation"], self.folder)
             except (UserError, OSError, KeyError) as exc:  # a half-deleted folder: keep serving what we have
                 log.warning("%s: new generation not loaded (%s)", self.folder, exc)
