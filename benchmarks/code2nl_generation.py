@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codebert import code2nl
-from codebert.pretrain_data import encode_texts
-from codebert.report import format_table
+from codebert.code2nl.data import read_csn, wrap
+from codebert.code2nl.decoding import generate, plain_beam_search
+from codebert.code2nl.model import load_seq2seq
+from codebert.inputs import encode_texts
+from codebert.tables import format_table
 from codebert.backbone import load_tokenizer
 
 
@@ -37,24 +39,24 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     opts = parser.parse_args()
     torch.set_num_threads(opts.threads)
-    model = code2nl.load_seq2seq(opts.model).eval()
+    model = load_seq2seq(opts.model).eval()
     tokenizer = load_tokenizer(opts.model)
     spec = model.spec
-    pairs = code2nl.read_csn(opts.data, "test", opts.language, 200)  # the first 200 per language
+    pairs = read_csn(opts.data, "test", opts.language, 200)  # the first 200 per language
     rng = np.random.default_rng(0)  # a sample across languages, not the first language's first functions
     chosen = rng.choice(len(pairs.sources), size=min(opts.functions, len(pairs.sources)), replace=False)
     sources = [pairs.sources[i] for i in chosen]
 
-    code2nl.generate(model, tokenizer, sources[:2], opts.beam)  # untimed warm-up: first-call costs belong to neither
+    generate(model, tokenizer, sources[:2], opts.beam)  # untimed warm-up: first-call costs belong to neither
     start = time.perf_counter()
-    batched = code2nl.generate(model, tokenizer, sources, opts.beam, batch_size=opts.batch_size)
+    batched = generate(model, tokenizer, sources, opts.beam, batch_size=opts.batch_size)
     batched_s = time.perf_counter() - start
 
     start = time.perf_counter()
     plain = []
     for encoded in encode_texts(tokenizer, sources):
-        ids = torch.tensor([code2nl.wrap(encoded, spec.max_source_length)])
-        hyp = code2nl.plain_beam_search(model, ids, torch.ones_like(ids), opts.beam, spec.max_target_length)
+        ids = torch.tensor([wrap(encoded, spec.max_source_length)])
+        hyp = plain_beam_search(model, ids, torch.ones_like(ids), opts.beam, spec.max_target_length)
         plain.append(tokenizer.decode(hyp, skip_special_tokens=True).strip())
     plain_s = time.perf_counter() - start
 

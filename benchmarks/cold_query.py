@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from codebert.report import format_table
+from codebert.tables import format_table
 
 QUERIES = ["parse a date string", "read a configuration file", "remove a directory tree recursively"]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from codebert.corpus.extract import extract_all, walk
 from codebert.corpus.jsonl import ALL_FILES, read_jsonl
 from codebert.corpus.languages import DEFAULT_LANGUAGES
-from codebert.report import format_table
+from codebert.tables import format_table
 
 
 def place(record: dict) -> tuple[str, str, str]:

@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 
 from codebert.config import load_config
-from codebert.modeling import load_model
-from codebert.pretrain import Corruptor, PretrainConfig, load_generators, make_evaluate
-from codebert.pretrain_data import collate, encode_corpus
-from codebert.report import format_table
+from codebert.pretrain.model import load_model
+from codebert.pretrain.stage import Corruptor, PretrainConfig, load_generators, make_evaluate
+from codebert.pretrain.data import collate, encode_corpus
+from codebert.tables import format_table
 from codebert.backbone import load_tokenizer
-from codebert.train_loop import STEPS_FILE
+from codebert.training.loop import STEPS_FILE
 
 
 def majority_floor(cfg: PretrainConfig, corruptor: Corruptor, valid, examples: int) -> float:

@@ -23,7 +23,7 @@ from pathlib import Path
 from codebert.corpus import build
 from codebert.corpus.extract import extract_all, read_source, walk
 from codebert.corpus.languages import DEFAULT_LANGUAGES, parser
-from codebert.report import format_table
+from codebert.tables import format_table
 
 TARGET_SECONDS = 30.0
 

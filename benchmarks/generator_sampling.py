@@ -18,12 +18,13 @@ from pathlib import Path
 import torch
 
 from codebert.config import load_config, read_preset
-from codebert.modeling import new_model
-from codebert.pretrain import Corruptor, PretrainConfig, TorchRng, load_generators, make_loss_fn
-from codebert.pretrain_data import BucketedBatches, encode_corpus
-from codebert.report import format_table
+from codebert.pretrain.model import new_model
+from codebert.pretrain.stage import Corruptor, PretrainConfig, TorchRng, load_generators, make_loss_fn
+from codebert.training.batches import BucketedBatches
+from codebert.pretrain.data import collate, encode_corpus
+from codebert.tables import format_table
 from codebert.backbone import load_tokenizer
-from codebert.train_loop import LoopConfig, Trainer
+from codebert.training.loop import LoopConfig, Trainer
 
 
 def main() -> None:
@@ -43,7 +44,7 @@ def main() -> None:
     corpus = encode_corpus(opts.data, tokenizer, "train", None, include_unimodal=True, max_records=opts.records)
     corruptor = Corruptor(cfg, tokenizer, generators)
 
-    batches = BucketedBatches(corpus, cfg.batch_size, cfg.max_length, seed=0)
+    batches = BucketedBatches(corpus, cfg.batch_size, cfg.max_length, seed=0, collate_fn=collate)
     rng = torch.Generator().manual_seed(0)
     sample_s = 0.0
     for _ in range(opts.steps):
@@ -59,7 +60,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         for steps, timed in ((1, False), (opts.steps, True)):  # one untimed warm-up step
             loop = LoopConfig(max_steps=steps, warmup_steps=1, log_every=steps, progress=False, precision="auto")
-            trainer = Trainer(loop, model, loss_fn, BucketedBatches(corpus, cfg.batch_size, cfg.max_length, seed=0), Path(out),
+            trainer = Trainer(loop, model, loss_fn, BucketedBatches(corpus, cfg.batch_size, cfg.max_length, seed=0, collate_fn=collate), Path(out),
                               save_model=lambda m, folder: None)
             t = time.perf_counter()
             trainer.fit()

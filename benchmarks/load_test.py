@@ -1,7 +1,7 @@
 """Loopback load test of `codebert serve`: this version against a baseline version, same index, same run.
 
-Each server runs as its own process (`codebert serve`, or the baseline's `serve.py` taken from git
-at --baseline REV, loaded beside the current package), on a free loopback port. Client coroutines
+Each server runs as its own process (`codebert serve`, or the whole package as it was at --baseline
+REV, checked out as a detached git worktree and run on its own PYTHONPATH), on a free loopback port. Client coroutines
 (asyncio streams, one keep-alive HTTP/1.1 connection each) keep C requests in flight for R rounds of N requests,
 each a distinct query (the first line of csn6 test docs, so no answer can come from a cache), and
 reports per round: errors (any non-200 answer or exception), requests/s, latency p50/p99 as the
@@ -22,6 +22,7 @@ Target (issue 16): >= 200 requests/s, p99 <= 250 ms, 0 errors, memory flat, 16 c
 from __future__ import annotations
 
 import argparse
+import atexit
 import asyncio
 import gzip
 import json
@@ -37,7 +38,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 
-from codebert.report import format_table
+from codebert.tables import format_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,10 +52,10 @@ def free_port() -> int:
 # ------------------------------------------------------------------------------- the index
 def synthetic_index(out: Path, data: Path, model: str, functions: int, seed: int = 0) -> Path:
     """An index folder in `codebert index`'s layout: csn6 functions, random unit vectors."""
-    from codebert import index as index_mod
-    from codebert.encoder import TextEncoder
+    from codebert.tool.embed import TextEncoder
+    from codebert.tool.store import MANIFEST, SCHEMA, build_faiss, group_by_language
 
-    if (out / index_mod.MANIFEST).is_file():
+    if (out / MANIFEST).is_file():
         return out
     out.mkdir(parents=True, exist_ok=True)
     records = []
@@ -65,7 +66,7 @@ def synthetic_index(out: Path, data: Path, model: str, functions: int, seed: int
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(records), size=min(functions, len(records)), replace=False)
     db = sqlite3.connect(out / "meta-1.sqlite")
-    db.executescript(index_mod.SCHEMA)
+    db.executescript(SCHEMA)
     ids = []
     for n, i in enumerate(chosen):
         r = records[i]
@@ -84,17 +85,17 @@ def synthetic_index(out: Path, data: Path, model: str, functions: int, seed: int
     vectors = encoder.encode_code(texts, progress=True, split_long=False)
     ids = np.array(ids, dtype=np.int64)
     languages = [records[i]["language"] for i in chosen]
-    vectors, ids, language_rows = index_mod.group_by_language(vectors, ids, {int(f): lang for f, lang in zip(ids, languages)})
+    vectors, ids, language_rows = group_by_language(vectors, ids, {int(f): lang for f, lang in zip(ids, languages)})
     import faiss
 
-    faiss.write_index(index_mod.build_faiss(vectors, ids, 250_000), str(out / "faiss-1.index"))
+    faiss.write_index(build_faiss(vectors, ids, 250_000), str(out / "faiss-1.index"))
     np.save(out / "vectors-1.npy", vectors)
     np.save(out / "ids-1.npy", ids)
     model_id = str(Path(model).resolve()) if Path(model).exists() else model
     encoder.export_query_encoder(out / "query-encoder", model_id)
     manifest = {"generation": 1, "model": model_id, "dimension": encoder.dimension, "functions": len(ids), "search": "exact",
                 "include_docs": True, "language_rows": language_rows, "roots": ["/csn6"], "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    (out / index_mod.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return out
 
 
@@ -120,19 +121,20 @@ def start_server(index: Path, baseline: str | None, threads: int) -> tuple[subpr
     if baseline is None:
         command = [str(Path(sys.executable).parent / "codebert"), "serve", str(index), "--port", str(port), "--threads", str(threads)]
     else:
-        # The baseline's serve.py and index.py (its search), run against today's package for
-        # everything else they import: the old index module stands in for codebert.index.
-        folder = Path(tempfile.mkdtemp())
-        for name in ("serve", "index"):
-            source = subprocess.run(["git", "-C", str(ROOT), "show", f"{baseline}:src/codebert/{name}.py"], capture_output=True,
-                                    text=True, check=True).stdout
-            (folder / f"{name}_baseline.py").write_text(source)
-        program = (f"import sys; sys.path.insert(0, {str(folder)!r}); import index_baseline; "
-                   "sys.modules['codebert.index'] = index_baseline; import uvicorn, serve_baseline; "
-                   f"from pathlib import Path; uvicorn.run(serve_baseline.create_app(Path({str(index)!r}), {threads}), "
-                   f"host='127.0.0.1', port={port}, log_level='warning')")
+        # The baseline is the whole package as it was at that revision (a detached git worktree
+        # on its own PYTHONPATH), so that modules moved or renamed since do not matter. Its
+        # serve.py is started as that revision started it (create_app + uvicorn).
+        folder = Path(tempfile.mkdtemp(prefix="codebert-baseline-"))
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(folder), baseline], capture_output=True,
+                       text=True, check=True)
+        atexit.register(subprocess.run, ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(folder)], capture_output=True)
+        env = dict(os.environ, PYTHONPATH=str(folder / "src"))
+        module = next(m for m in ("codebert.tool.serve", "codebert.serve") if (folder / "src" / (m.replace(".", "/") + ".py")).is_file())
+        program = (f"import uvicorn; from {module} import create_app; from pathlib import Path; "
+                   f"uvicorn.run(create_app(Path({str(index)!r}), {threads}), host='127.0.0.1', port={port}, log_level='warning')")
         command = [sys.executable, "-c", program]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env=env if baseline is not None else None)
     base = f"http://127.0.0.1:{port}"
     import httpx
 

@@ -11,12 +11,13 @@ measured the same way before the model exists. Target (issue 3): base fits in 16
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import subprocess
 import sys
 
-from codebert.report import format_table
+from codebert.tables import format_table
 
 SHAPES = {
     "small": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024, vocab=16000),
@@ -30,7 +31,7 @@ def measure(shape: str, rows: int, length: int) -> dict:
 
     import torch
 
-    from codebert.modeling import ModelConfig, new_model
+    from codebert.pretrain.model import ModelConfig, new_model
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     spec = dict(SHAPES[shape])
@@ -59,7 +60,10 @@ def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] in SHAPES:  # child
         print(json.dumps(measure(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))
         return
-    steps = [("MLM+RTD (8 pairs, 2 views)", 16)] + ([("MLM (8 pairs)", 8)] if "--mlm-only" in sys.argv else [])
+    parser = argparse.ArgumentParser(description="peak memory of one pre-training step, small and base shapes")
+    parser.add_argument("--mlm-only", action="store_true", help="also measure the 8-row MLM-only step")
+    args = parser.parse_args()
+    steps = [("MLM+RTD (8 pairs, 2 views)", 16)] + ([("MLM (8 pairs)", 8)] if args.mlm_only else [])
     rows = []
     for shape in SHAPES:
         for label, n_rows in steps:

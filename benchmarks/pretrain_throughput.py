@@ -25,12 +25,13 @@ import numpy as np
 import torch
 
 from codebert.config import load_config, read_preset
-from codebert.modeling import ModelConfig, new_model
-from codebert.pretrain import Corruptor, PretrainConfig, TorchRng, make_loss_fn
-from codebert.pretrain_data import BucketedBatches, encode_corpus
-from codebert.report import format_table
+from codebert.pretrain.model import ModelConfig, new_model
+from codebert.pretrain.stage import Corruptor, PretrainConfig, TorchRng, make_loss_fn
+from codebert.training.batches import BucketedBatches
+from codebert.pretrain.data import collate, encode_corpus
+from codebert.tables import format_table
 from codebert.backbone import load_tokenizer
-from codebert.train_loop import LoopConfig, Trainer, resolve_precision
+from codebert.training.loop import LoopConfig, Trainer
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 1024, repeats: int = 5) -> float:
@@ -75,7 +76,7 @@ def run_ours(cfg: PretrainConfig, tokenizer, corpus, steps: int) -> tuple[float,
     with tempfile.TemporaryDirectory() as out:
         # One untimed step first (allocations, precision probe), as the first HF step is untimed too.
         for max_steps, timed in ((1, False), (steps, True)):
-            batches = CountingBatches(BucketedBatches(corpus, cfg.batch_size, cfg.max_length, seed=0))
+            batches = CountingBatches(BucketedBatches(corpus, cfg.batch_size, cfg.max_length, seed=0, collate_fn=collate))
             batches.load_state_dict({"epoch": 0, "position": 1 if timed else 0})
             loop = LoopConfig(max_steps=max_steps, warmup_steps=1, log_every=max_steps, progress=False, precision="auto")
             trainer = Trainer(loop, model, loss_fn, batches, Path(out), save_model=lambda m, folder: None)
@@ -91,7 +92,7 @@ def run_hf(cfg: PretrainConfig, tokenizer, corpus, steps: int, bf16: bool) -> fl
     shape = cfg.model_shape(dropout=0.1)
     model = RobertaForMaskedLM(shape.to_roberta(len(tokenizer)))  # transformers' defaults: dropout 0.1
     # The same batches as ours, in the same order (no shuffling: group_by_length off, sequential sampler).
-    batches = BucketedBatches(corpus, cfg.batch_size, cfg.max_length, seed=0)
+    batches = BucketedBatches(corpus, cfg.batch_size, cfg.max_length, seed=0, collate_fn=collate)
     examples, tokens = [], 0
     for i in range(steps + 1):
         batch = next(batches)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from transformers.utils import logging as hf_logging
 
-from codebert.modeling import load_model
+from codebert.pretrain.model import load_model
 from codebert.errors import UserError
 from codebert.probe import PL_CLASSES, MaskScorer, ProbeRunConfig, load_items
 from codebert.backbone import load_tokenizer

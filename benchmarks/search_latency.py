@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from codebert.corpus.jsonl import ReadReport, iter_corpus
-from codebert.encoder import TextEncoder
-from codebert.index import build_faiss
-from codebert.report import format_table
+from codebert.tool.embed import TextEncoder
+from codebert.tool.store import build_faiss
+from codebert.tables import format_table
 
 
 def main() -> None:

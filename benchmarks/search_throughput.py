@@ -21,11 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codebert.pretrain_data import encode_texts
-from codebert.report import format_table
+from codebert.inputs import encode_texts
+from codebert.tables import format_table
 from codebert.search.data import evaluation_groups, load_examples
-from codebert.search.evaluate import CrossScorer
-from codebert.search.finetune import encode_all
+from codebert.search.scorers import CrossScorer, encode_all
 from codebert.search.models import load_bi_encoder, load_cross_encoder, single_inputs
 from codebert.backbone import load_tokenizer
 

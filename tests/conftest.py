@@ -25,7 +25,7 @@ CORPUS = FIXTURES / "corpus"  # 300/60/60/300 real stdlib functions (see its REA
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory) -> Path:
     """A 1,000-token BPE tokenizer trained on the fixture corpus."""
-    from codebert.tokenizer import TrainTokenizerConfig, main
+    from codebert.pretrain.tokenizer import TrainTokenizerConfig, main
 
     out = tmp_path_factory.mktemp("tokenizer") / "tok"
     main(TrainTokenizerConfig(data=CORPUS, out=out, vocab_size=1000))
@@ -35,7 +35,7 @@ def tokenizer_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def generators_dir(tmp_path_factory, tokenizer_dir) -> Path:
     """NL and code generators fitted on the fixture corpus."""
-    from codebert.generators import FitGeneratorsConfig, fit_main
+    from codebert.pretrain.generators import FitGeneratorsConfig, fit_main
 
     out = tmp_path_factory.mktemp("generators") / "gen"
     fit_main(FitGeneratorsConfig(data=CORPUS, tokenizer=tokenizer_dir, out=out, rate_sample=200))
@@ -45,7 +45,7 @@ def generators_dir(tmp_path_factory, tokenizer_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
     """A tiny MLM-pre-trained checkpoint (a few steps): a starting point for downstream tests."""
-    from codebert import pretrain
+    from codebert.pretrain import stage as pretrain
     from codebert.config import load_config, read_preset
 
     out = tmp_path_factory.mktemp("pretrained") / "run"
@@ -57,7 +57,7 @@ def tiny_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
 
 def run_killed_at_batch(monkeypatch, batch: int, run) -> None:
     """Call `run()` with the batch stream dying (as a kill would) when batch number `batch` is drawn."""
-    from codebert.pretrain_data import BucketedBatches
+    from codebert.training.batches import BucketedBatches
 
     real_next = BucketedBatches.__next__
     calls = {"n": 0}
@@ -87,7 +87,7 @@ def make_tiny_bert(out: Path, data: Path = CORPUS) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from codebert.corpus.jsonl import ReadReport, iter_corpus
-    from codebert.tokenizer import code_text, nl_text
+    from codebert.corpus.jsonl import code_text, nl_text
 
     texts = []
     for _, _, record in iter_corpus(data, ("train", "unimodal"), None, 0, ReadReport()):

@@ -11,12 +11,19 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from codebert import backbone, code2nl, pretrain
-from codebert import index as index_mod
+from codebert import backbone
+
+from codebert.code2nl import stage as code2nl
+from codebert.code2nl.decoding import beam_search, plain_beam_search
+from codebert.code2nl.model import load_seq2seq
+
+from codebert.pretrain import stage as pretrain
+from codebert.tool import index as index_mod
+from codebert.tool.query import QueryConfig, query_main
 from codebert.config import load_config, read_preset
 from codebert.errors import UserError
-from codebert.generators import FitGeneratorsConfig, fit_main
-from codebert.modeling import load_model
+from codebert.pretrain.generators import FitGeneratorsConfig, fit_main
+from codebert.pretrain.model import load_model
 from codebert.probe import NL_CLASSES, ProbeRunConfig, run_main
 from codebert.search import evaluate, finetune
 from conftest import CORPUS, SAMPLES
@@ -81,7 +88,7 @@ def test_frozen_steps_hold_the_init_encoder_still_while_the_heads_learn(tmp_path
         assert moved == []
     else:
         assert "bert.embeddings.word_embeddings.weight" in moved and len(moved) > len(body) // 2
-    from codebert.train_loop import seed_everything
+    from codebert.training.loop import seed_everything
 
     seed_everything(0)  # pretrain's seed: the heads as that run initialised them
     fresh = load_model(tiny_bert_dir)
@@ -137,13 +144,13 @@ def test_code_to_doc_and_probing_run_on_bert(tmp_path, bert_pretrained):
     flags = {"model": str(final), "data": str(CORPUS), "out": str(tmp_path / "c2n"), "progress": "false", "threads": "1",
              "max_steps": "3", "max_records": "20", "valid_examples": "4"}
     code2nl.finetune_main(load_config(code2nl.Code2nlFinetuneConfig, read_preset("tiny", "code2nl"), flags))
-    model = code2nl.load_seq2seq(tmp_path / "c2n" / "best").eval()
+    model = load_seq2seq(tmp_path / "c2n" / "best").eval()
     ids = torch.tensor([[2, 10, 11, 12, 3], [2, 13, 14, 3, 0]])
     mask = (torch.arange(5)[None] < torch.tensor([[5], [4]])).long()
-    batched = code2nl.beam_search(model, ids, mask, beam=3, max_length=8, bos=2, eos=3)
+    batched = beam_search(model, ids, mask, beam=3, max_length=8, bos=2, eos=3)
     for row in range(2):
         length = int(mask[row].sum())
-        alone = code2nl.plain_beam_search(model, ids[row : row + 1, :length], mask[row : row + 1, :length], 3, 8, bos=2, eos=3)
+        alone = plain_beam_search(model, ids[row : row + 1, :length], mask[row : row + 1, :length], 3, 8, bos=2, eos=3)
         assert batched[row] == alone  # BERT's absolute positions in the cached decoder
     figures = code2nl.evaluate_main(load_config(code2nl.Code2nlEvaluateConfig, None, {
         "model": str(tmp_path / "c2n" / "best"), "data": str(CORPUS), "out": str(tmp_path / "gen"),
@@ -162,7 +169,7 @@ def test_index_and_query_with_a_bert_family_encoder(tmp_path, tiny_bert_dir):
     figures = index_mod.main(load_config(index_mod.IndexConfig, None, {
         "paths": [str(SAMPLES)], "model": str(tiny_bert_dir), "out": str(tmp_path / "idx"), "progress": "false", "threads": "1"}))
     assert figures["functions"] > 20
-    hits = index_mod.query_main(load_config(index_mod.QueryConfig, None, {
+    hits = query_main(load_config(QueryConfig, None, {
         "index": str(tmp_path / "idx"), "text": "parse a memory string", "k": "3", "threads": "1"}))["results"]
     assert len(hits) == 3
 

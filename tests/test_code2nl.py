@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from codebert import code2nl
+from codebert.code2nl import stage as code2nl
+from codebert.code2nl.data import read_codenn, wrap
+from codebert.code2nl.decoding import IncrementalDecoder, beam_search, plain_beam_search
+from codebert.code2nl.model import Seq2SeqSpec, load_seq2seq
+from codebert.inputs import pad_sequences
 from codebert.bleu import corpus_bleu, read_predictions, read_references
 from codebert.config import load_config, read_preset
 from codebert.backbone import load_tokenizer
@@ -40,8 +44,8 @@ def test_finetuning_saves_a_folder_that_reloads_to_the_same_model(c2n_run):
     best = out / "best"
     assert {"config.json", "model.safetensors", "decoder.safetensors", "code2nl.json", "tokenizer.json"} <= {p.name for p in best.iterdir()}
     assert "best_valid_bleu" in figures
-    model = code2nl.load_seq2seq(best).eval()
-    again = code2nl.load_seq2seq(best).eval()
+    model = load_seq2seq(best).eval()
+    again = load_seq2seq(best).eval()
     ids = torch.tensor([[0, 10, 11, 12, 2]])
     mask = torch.ones_like(ids)
     target = torch.tensor([[0, 20, 21]])
@@ -52,11 +56,11 @@ def test_finetuning_saves_a_folder_that_reloads_to_the_same_model(c2n_run):
 
 def test_beam_search_finds_at_least_the_greedy_score(c2n_run):
     out, _ = c2n_run
-    model = code2nl.load_seq2seq(out / "best").eval()
+    model = load_seq2seq(out / "best").eval()
     tokenizer = load_tokenizer(out / "best")
-    ids, mask = code2nl.pad_sequences([code2nl.wrap(np.array(tokenizer("def f ( x ) : return x + 1")["input_ids"][1:-1]), 64)], 1)
-    greedy = code2nl.beam_search(model, ids, mask, beam=1, max_length=12)[0]
-    wide = code2nl.beam_search(model, ids, mask, beam=6, max_length=12)[0]
+    ids, mask = pad_sequences([wrap(np.array(tokenizer("def f ( x ) : return x + 1")["input_ids"][1:-1]), 64)], 1)
+    greedy = beam_search(model, ids, mask, beam=1, max_length=12)[0]
+    wide = beam_search(model, ids, mask, beam=6, max_length=12)[0]
     with torch.no_grad():
         if len(greedy) < 11 and len(wide) < 11:  # both ended with </s>: comparable complete hypotheses
             assert sequence_log_prob(model, ids, mask, wide) >= sequence_log_prob(model, ids, mask, greedy) - 1e-4
@@ -73,7 +77,7 @@ def test_beam_search_finds_at_least_the_greedy_score(c2n_run):
 
 def random_seq2seq(tiny_model_dir, seed=0):
     torch.manual_seed(seed)
-    return code2nl.load_seq2seq(tiny_model_dir, code2nl.Seq2SeqSpec(decoder_layers=2), dropout=0.0).eval()
+    return load_seq2seq(tiny_model_dir, Seq2SeqSpec(decoder_layers=2), dropout=0.0).eval()
 
 
 def test_the_cached_decoder_gives_the_logits_of_the_full_decode(tiny_model_dir):
@@ -91,7 +95,7 @@ def test_the_cached_decoder_gives_the_logits_of_the_full_decode(tiny_model_dir):
     with torch.no_grad():
         memory = model.encode(ids, mask)
         full = model.decode(memory, mask, targets)
-        decoder = code2nl.IncrementalDecoder(model, memory, mask)
+        decoder = IncrementalDecoder(model, memory, mask)
         for t in range(targets.shape[1]):
             torch.testing.assert_close(decoder.step(targets[:, t]), full[:, t], atol=1e-4, rtol=1e-4)
         # re-ordered and repeated rows carry their own caches
@@ -105,15 +109,15 @@ def test_the_cached_decoder_gives_the_logits_of_the_full_decode(tiny_model_dir):
 def test_batched_beam_search_equals_searching_each_source_alone(c2n_run, tiny_model_dir, trained):
     # trained: hypotheses end with </s>; random: most run to max_length (the other stopping rule)
     out, _ = c2n_run
-    model = code2nl.load_seq2seq(out / "best").eval() if trained else random_seq2seq(tiny_model_dir, seed=3)
+    model = load_seq2seq(out / "best").eval() if trained else random_seq2seq(tiny_model_dir, seed=3)
     tokenizer = load_tokenizer(out / "best") if trained else load_tokenizer(tiny_model_dir)
     sources = ["def f ( x ) : return x + 1", "def get ( self ) : return self . value",
                "def add ( a , b ) :\n    total = a + b\n    return total", "x", "public int size ( ) { return n ; }"]
-    ids, mask = code2nl.pad_sequences([code2nl.wrap(np.array(tokenizer(s)["input_ids"][1:-1]), 64) for s in sources], 1)
+    ids, mask = pad_sequences([wrap(np.array(tokenizer(s)["input_ids"][1:-1]), 64) for s in sources], 1)
     for beam in (1, 4):
-        batched = code2nl.beam_search(model, ids, mask, beam=beam, max_length=10)
+        batched = beam_search(model, ids, mask, beam=beam, max_length=10)
         with torch.no_grad():
-            alone = [code2nl.plain_beam_search(model, ids[i : i + 1, : int(mask[i].sum())], mask[i : i + 1, : int(mask[i].sum())], beam, 10)
+            alone = [plain_beam_search(model, ids[i : i + 1, : int(mask[i].sum())], mask[i : i + 1, : int(mask[i].sum())], beam, 10)
                      for i in range(len(sources))]
         assert batched == alone
 
@@ -148,6 +152,6 @@ def test_codenn_lines_and_three_references_per_id(tmp_path):
     data.write_text("7\t100\tHow to sort a list\tlist.Sort();\t1\nbroken line\n8\t101\tRead a file\tFile.ReadAllText(p);\t0\n")
     refs = tmp_path / "ref.txt"
     refs.write_text("7\tHow to sort a list\n7\tsorting a list in c#\n7\tsort list\n")
-    pairs = code2nl.read_codenn(data, refs)
+    pairs = read_codenn(data, refs)
     assert pairs.ids == ["7", "8"] and pairs.sources[1] == "File.ReadAllText(p);"
     assert pairs.targets == [["How to sort a list", "sorting a list in c#", "sort list"], ["Read a file"]]

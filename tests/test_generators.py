@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from codebert.errors import UserError
-from codebert.generators import NgramGenerator, context_patterns, gather_contexts, replaced_rate
+from codebert.pretrain.generators import NgramGenerator, context_patterns, gather_contexts, replaced_rate
 
 
 def query(generator, seq, position, loo, uniforms):

@@ -8,10 +8,13 @@ import shutil
 import numpy as np
 import pytest
 
-from codebert import index as index_mod
+from codebert.tool import index as index_mod
 from codebert.cli import main as cli_main
 from codebert.config import load_config
-from codebert.encoder import TextEncoder, windows
+from codebert.errors import UserError
+from codebert.tool.embed import TextEncoder, windows
+from codebert.tool.query import QueryConfig, Reranker, query_main
+from codebert.tool.store import IndexStore
 from conftest import SAMPLES
 
 
@@ -30,22 +33,22 @@ def tree(tmp_path):
 def test_index_then_query_finds_functions_with_their_location(tree, tiny_model_dir, tmp_path):
     figures = build([tree], tiny_model_dir, tmp_path / "idx")
     assert figures["functions"] > 20 and figures["files_encoded"] == figures["files_seen"] and figures["search"] == "exact"
-    store = index_mod.IndexStore(tmp_path / "idx")
+    store = IndexStore(tmp_path / "idx")
     stats = store.stats()
     assert set(stats["per_language"]) >= {"python", "java", "go", "php", "ruby", "javascript"}
-    result = index_mod.query_main(load_config(index_mod.QueryConfig, None, {
+    result = query_main(load_config(QueryConfig, None, {
         "index": str(tmp_path / "idx"), "text": "parse a memory string", "k": "5", "threads": "1"}))
     hits = result["results"]
     assert len(hits) == 5 and all(h["path"].startswith(str(tree)) and h["start_line"] >= 1 for h in hits)
     assert hits == sorted(hits, key=lambda h: -h["score"])
-    only_go = index_mod.query_main(load_config(index_mod.QueryConfig, None, {
+    only_go = query_main(load_config(QueryConfig, None, {
         "index": str(tmp_path / "idx"), "text": "pop from a stack", "k": "3", "language": "go", "threads": "1"}))
     assert only_go["results"] and {h["language"] for h in only_go["results"]} == {"go"}
 
 
 def test_a_function_finds_itself_first(tree, tiny_model_dir, tmp_path):
     build([tree], tiny_model_dir, tmp_path / "idx", exact_limit="5")  # HNSW above 5 vectors
-    store = index_mod.IndexStore(tmp_path / "idx")
+    store = IndexStore(tmp_path / "idx")
     assert store.manifest["search"] == "hnsw"
     g = store.manifest["generation"]
     vectors, ids = np.load(tmp_path / "idx" / f"vectors-{g}.npy"), np.load(tmp_path / "idx" / f"ids-{g}.npy")
@@ -63,7 +66,7 @@ def test_reindexing_encodes_only_changed_files_and_drops_deleted_ones(tree, tiny
     memory.write_text(memory.read_text() + "\n\ndef brand_new_helper(x):\n    return x * 2\n")
     second = build([tree], tiny_model_dir, out)
     assert second["files_encoded"] == 1 and second["files_deleted"] == 1
-    store = index_mod.IndexStore(out)
+    store = IndexStore(out)
     paths = {row[0] for row in store.db.execute("SELECT path FROM files")}
     assert not any(p.endswith("stack.go") for p in paths)
     names = {row[0] for row in store.db.execute("SELECT name FROM functions")}
@@ -88,7 +91,7 @@ def test_a_crash_during_an_update_leaves_the_previous_index_usable(tree, tiny_mo
     with pytest.raises(KeyboardInterrupt):
         build([tree], tiny_model_dir, out)
     assert json.loads((out / "manifest.json").read_text()) == before
-    assert index_mod.IndexStore(out).stats()["functions"] == before["functions"]
+    assert IndexStore(out).stats()["functions"] == before["functions"]
 
 
 def test_long_functions_are_encoded_over_overlapping_windows(tiny_model_dir):
@@ -135,8 +138,8 @@ def cross_encoder_dir(tmp_path_factory, tiny_model_dir):
 def test_rerank_reorders_the_vector_candidates_by_the_cross_encoder(tree, tiny_model_dir, cross_encoder_dir, tmp_path):
     build([tree], tiny_model_dir, tmp_path / "idx")
     flags = {"index": str(tmp_path / "idx"), "text": "parse a memory string", "threads": "1"}
-    plain = index_mod.query_main(load_config(index_mod.QueryConfig, None, {**flags, "k": "8"}))["results"]
-    reranked = index_mod.query_main(load_config(index_mod.QueryConfig, None, {
+    plain = query_main(load_config(QueryConfig, None, {**flags, "k": "8"}))["results"]
+    reranked = query_main(load_config(QueryConfig, None, {
         **flags, "k": "3", "rerank": str(cross_encoder_dir), "rerank_k": "8"}))["results"]
     assert len(reranked) == 3
     assert {h["id"] for h in reranked} <= {h["id"] for h in plain}  # re-ordered from the vector top 8
@@ -146,7 +149,7 @@ def test_rerank_reorders_the_vector_candidates_by_the_cross_encoder(tree, tiny_m
     by_id = {h["id"]: h["score"] for h in plain}
     assert all(h["vector_score"] == pytest.approx(by_id[h["id"]]) for h in reranked)
     # The cross-encoder's own scores, recomputed pair by pair, give the same top 3.
-    reranker = index_mod.Reranker(str(cross_encoder_dir))
+    reranker = Reranker(str(cross_encoder_dir))
     again = reranker.rerank("parse a memory string", [dict(h) for h in plain])
     assert [h["id"] for h in again[:3]] == [h["id"] for h in reranked]
 
@@ -173,7 +176,7 @@ def test_a_bert_style_sentence_transformers_folder_indexes_too(tree, tmp_path):
     (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False}))
     figures = build([tree], folder, tmp_path / "idx")
     assert figures["functions"] > 20
-    hits = index_mod.query_main(load_config(index_mod.QueryConfig, None, {
+    hits = query_main(load_config(QueryConfig, None, {
         "index": str(tmp_path / "idx"), "text": "parse memory", "k": "3", "threads": "1"}))["results"]
     assert len(hits) == 3
     # The query vector is the model's mean-pooled, normalised output over [CLS] query [SEP].
@@ -193,12 +196,12 @@ def test_the_lean_query_path_answers_as_the_torch_path_without_importing_torch(t
     import subprocess
     import sys
 
-    from codebert import query_encoder
+    from codebert.tool import query_encoder
 
     model = tiny_model_dir if family == "roberta" else tiny_bert_dir
     out = tmp_path / "idx"
     assert build([tree], model, out)["lean_queries"] is True
-    store = index_mod.IndexStore(out)
+    store = IndexStore(out)
     lean = query_encoder.open_encoder(out, store.manifest["model"], threads=1)
     assert isinstance(lean, query_encoder.QueryEncoder)
     heavy = TextEncoder(model, threads=1)
@@ -220,7 +223,7 @@ def test_an_index_without_a_lean_encoder_still_answers_with_torch(tree, tiny_mod
     out = tmp_path / "idx"
     build([tree], tiny_model_dir, out)
     shutil.rmtree(out / "query-encoder")  # an index made before the lean path
-    result = index_mod.query_main(load_config(index_mod.QueryConfig, None, {"index": str(out), "text": "pop from a stack", "k": "3", "threads": "1"}))
+    result = query_main(load_config(QueryConfig, None, {"index": str(out), "text": "pop from a stack", "k": "3", "threads": "1"}))
     assert len(result["results"]) == 3
 
 
@@ -229,7 +232,7 @@ def test_a_language_filter_returns_that_languages_nearest_and_an_unknown_one_is_
     """The filter runs inside the search (exact and HNSW): the top-k of one language are its k nearest."""
     out = tmp_path / "idx"
     build([tree], tiny_model_dir, out, exact_limit=exact_limit)
-    store = index_mod.IndexStore(out)
+    store = IndexStore(out)
     g = store.manifest["generation"]
     vectors, ids = np.load(out / f"vectors-{g}.npy"), np.load(out / f"ids-{g}.npy")
     go = {r[0] for r in store.db.execute("SELECT id FROM functions WHERE language = 'go'")}
@@ -240,7 +243,7 @@ def test_a_language_filter_returns_that_languages_nearest_and_an_unknown_one_is_
     assert [r["id"] for r in got] == expected and {r["language"] for r in got} == {"go"}
     batch = store.search_many(np.stack([query, query]), 3, ["go", None])
     assert [r["id"] for r in batch[0]] == expected and len(batch[1]) == 3
-    with pytest.raises(index_mod.UserError, match="klingon: not in this index.*go"):
+    with pytest.raises(UserError, match="klingon: not in this index.*go"):
         store.search(query, 3, "klingon")
 
 
@@ -279,7 +282,7 @@ def test_only_regular_files_inside_the_roots_are_indexed_and_stubs_are_not(tiny_
     with deadline(120):
         figures = build([root], tiny_model_dir, tmp_path / "idx")
     assert figures["files_seen"] == 1 and figures["files_skipped"] == 3
-    store = index_mod.IndexStore(tmp_path / "idx")
+    store = IndexStore(tmp_path / "idx")
     assert [row[0] for row in store.db.execute("SELECT path FROM files")] == [str(root / "reader.py")]
     # The two @overload signatures take no result slot: only the implementation is there.
     assert [tuple(row) for row in store.db.execute("SELECT name, start_line FROM functions")] == [("Reader.read", 12)]
@@ -296,12 +299,12 @@ def test_a_full_disk_during_an_update_is_one_line_and_keeps_the_index(tree, tiny
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(index_mod.np, "save", full_disk)
+    monkeypatch.setattr(np, "save", full_disk)
     args = ["index", str(tree / "pyproj"), "--model", str(tiny_model_dir), "--out", str(out), "--no-progress", "--threads", "1"]
     assert cli_main(args) == 2
     assert capsys.readouterr().err == "codebert: error: No space left on device\n"
     assert json.loads((out / "manifest.json").read_text()) == before  # the previous generation still serves
-    assert index_mod.IndexStore(out).stats()["functions"] == before["functions"]
+    assert IndexStore(out).stats()["functions"] == before["functions"]
 
 
 def test_an_index_missing_its_generation_files_says_which_and_what_to_do(tree, tiny_model_dir, tmp_path, capsys):

@@ -7,7 +7,9 @@ import json
 
 import pytest
 
-from codebert.corpus.jsonl import FIELDS, ReadReport, atomic_write, corpus_files, read_jsonl, write_jsonl
+from codebert.corpus.jsonl import FIELDS, ReadReport, corpus_files, read_jsonl, write_jsonl
+
+from codebert.io import atomic_write
 from codebert.errors import UserError
 
 RECORD = {

@@ -8,7 +8,7 @@ from safetensors import safe_open
 from transformers import AutoModel, AutoModelForMaskedLM, RobertaConfig, RobertaModel
 
 from codebert.errors import UserError
-from codebert.modeling import ModelConfig, load_model, new_model
+from codebert.pretrain.model import ModelConfig, load_model, new_model
 
 TINY = ModelConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=66)
 

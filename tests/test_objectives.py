@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from codebert import objectives
+from codebert.pretrain import objectives
 
 #                      <s>  NL NL NL NL NL NL NL NL NL NL </s></s> code x20                     </s> pad
 SEGMENTS = torch.tensor([[0] + [1] * 10 + [0, 0] + [2] * 20 + [0, 0, 0]])

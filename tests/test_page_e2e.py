@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from codebert import index as index_mod
+from codebert.tool import index as index_mod
 from codebert.config import load_config
 from conftest import SAMPLES
 
@@ -30,7 +30,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model_dir):
     uvicorn = pytest.importorskip("uvicorn")
-    from codebert.serve import create_app
+    from codebert.tool.serve import create_app
 
     root = tmp_path_factory.mktemp("tree") / "samples"
     shutil.copytree(SAMPLES, root)

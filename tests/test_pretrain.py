@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import pipeline
 
-from codebert import pretrain
+from codebert.pretrain import stage as pretrain
 from codebert.cli import main as cli_main
 from codebert.config import load_config, read_preset
 from conftest import CORPUS, run_killed_at_batch
@@ -111,8 +111,8 @@ def test_bad_pretrain_options_are_reported_together(tmp_path, capsys):
 
 
 def test_plot_draws_the_learning_curves_of_several_runs(mlm_run, tmp_path):
-    from codebert.plot import PlotConfig
-    from codebert.plot import main as plot_main
+    from codebert.experiments.plot import PlotConfig
+    from codebert.experiments.plot import main as plot_main
 
     out, _ = mlm_run
     figures = plot_main(PlotConfig(runs=[out, out], out=tmp_path / "curves.png", labels=["a", "b"]))
@@ -128,7 +128,7 @@ def test_max_minutes_stops_early_and_still_saves(tmp_path, tokenizer_dir, genera
 
 
 def test_code_only_pretraining_masks_code_without_docs(tmp_path, tokenizer_dir, generators_dir):
-    from codebert.pretrain_data import encode_corpus
+    from codebert.pretrain.data import encode_corpus
     from codebert.backbone import load_tokenizer
 
     tok = load_tokenizer(tokenizer_dir)
@@ -148,7 +148,7 @@ def test_code_only_pretraining_is_an_mlm_baseline(tmp_path, tokenizer_dir, gener
 def test_auto_precision_is_read_from_the_cpu_flags_not_timed():
     """`auto` must resolve the same way every time on a machine: a timed race flipped under load and
     made a resumed run (or a second run of the same seed) train in another precision."""
-    from codebert.train_loop import cpu_runs_bf16
+    from codebert.training.loop import cpu_runs_bf16
 
     assert cpu_runs_bf16("processor : 0\nflags : fpu sse2 avx2 avx512f avx512_bf16 amx_tile\n")
     assert cpu_runs_bf16("processor : 0\nFeatures : fp asimd bf16 i8mm\n")
@@ -183,3 +183,47 @@ def test_a_full_disk_is_one_line_and_leaves_no_half_checkpoint(tmp_path, tokeniz
 def test_an_unwritable_out_is_one_line(tokenizer_dir, capsys):
     assert cli_main(pretrain_args("/proc/x", tokenizer_dir)) == 2
     assert capsys.readouterr().err == "codebert: error: /proc/x: No such file or directory\n"
+
+
+def test_a_new_objective_is_one_class_and_one_registration(tmp_path, tokenizer_dir, generators_dir, monkeypatch):
+    """The registry's promise: an objective defined here, in nothing but this test, trains beside MLM
+    in one stacked forward pass, with its own rows, loss and metrics, and no other file touched."""
+    from codebert.pretrain import objectives
+
+    class CodeOnlyMLM(objectives.Objective):
+        """MLM that predicts code positions only (its NL positions stay visible)."""
+
+        name, head = "code-mlm", "mlm"
+        seen_rows: list[int] = []
+
+        def rows(self, batch, cfg):
+            return ~batch.unimodal
+
+        def view(self, batch, rows, corruptor, rng):
+            masked, selected = corruptor.masked(batch, rng, rows)
+            selected = selected & (batch.segments == objectives.CODE)
+            ids = torch.where(selected, masked, batch.input_ids)
+            self.seen_rows.append(int(rows.sum()))
+            return objectives.View(rows, ids[rows], selected[rows], {"tokens": batch.input_ids[rows][selected[rows]]})
+
+        def loss(self, logits, view, attention):
+            loss = objectives.mlm_loss(logits, view.targets["tokens"].to(logits.device))
+            return loss, {"code_mlm_loss": loss.detach()}
+
+    monkeypatch.setitem(objectives.OBJECTIVES, "code-mlm", CodeOnlyMLM())
+    assert pretrain.PretrainConfig.validate(config(tmp_path, tokenizer_dir, generators_dir, objective="mlm+code-mlm")) == []
+    figures = pretrain.main(config(tmp_path / "run", tokenizer_dir, generators_dir, objective="mlm+code-mlm", max_steps="4",
+                                   log_every="1"))
+    assert figures["step"] == 4 and CodeOnlyMLM.seen_rows and min(CodeOnlyMLM.seen_rows) > 0
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    # The summed loss is both parts (weights 1: the config has no --code-mlm-weight).
+    assert all(abs(r["loss"] - r["mlm_loss"] - r["code_mlm_loss"]) < 1e-3 * r["loss"] for r in lines)
+    with pytest.raises(ValueError, match="registered objectives"):
+        objectives.parse("mlm+nope")
+
+
+def test_an_unknown_objective_is_a_one_line_error(tmp_path, tokenizer_dir, generators_dir, capsys):
+    code = cli_main(["pretrain", "--data", str(CORPUS), "--out", str(tmp_path / "r"), "--tokenizer", str(tokenizer_dir),
+                     "--objective", "mlm+electra"])
+    err = capsys.readouterr().err
+    assert code != 0 and "registered objectives" in err and "mlm, rtd" in err and "Traceback" not in err

@@ -118,7 +118,7 @@ def test_items_without_answers_are_a_clear_error(tmp_path, tiny_model_dir, capsy
 
 
 def test_predictions_follow_the_file_order_across_settings(tmp_path, tiny_model_dir):
-    from codebert.modeling import load_model
+    from codebert.pretrain.model import load_model
     from codebert.probe import NL_CLASSES
 
     # Settings interleaved in the file: the run scores them grouped by setting, the file keeps the order.

@@ -82,7 +82,7 @@ def test_quickstart_continues_a_bert_family_backbone_on_a_given_corpus(tmp_path,
         import numpy as np
         from sentence_transformers import SentenceTransformer
 
-        from codebert.encoder import TextEncoder
+        from codebert.tool.embed import TextEncoder
 
         best = tmp_path / "qs" / "search" / "best"
         theirs = SentenceTransformer(str(best), device="cpu").encode(["parse a memory string"])
@@ -92,7 +92,7 @@ def test_quickstart_continues_a_bert_family_backbone_on_a_given_corpus(tmp_path,
 
 def test_quickstart_defaults_to_the_packaged_minilm():
     from codebert.backbone import PACKAGED_MINILM
-    from codebert.quickstart import QuickstartConfig
+    from codebert.experiments.quickstart import QuickstartConfig
 
     assert QuickstartConfig().init == PACKAGED_MINILM and not QuickstartConfig().from_scratch
     assert QuickstartConfig(init="none").from_scratch

@@ -51,7 +51,7 @@ def test_figures_json_holds_every_unit_and_the_orderings(reproduction):
 
 
 def test_caveats_name_the_sides_that_are_no_evidence():
-    from codebert import reproduce_report as rr
+    from codebert.experiments import report as rr
 
     # groups of 1,000: a random ranking scores 0.0075, so 3x is 0.0225
     assert rr.search_flags({"MLM": 0.0150, "BM25": 0.61}, 1000) == {"MLM": "MRR under 3x random (0.0075)"}

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from codebert import code2nl
+from codebert.code2nl import stage as code2nl
 from codebert.cli import main as cli_main
 from codebert.config import load_config, read_preset
 from codebert.search import finetune

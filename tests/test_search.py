@@ -10,7 +10,7 @@ import torch
 
 from codebert.cli import main as cli_main
 from codebert.config import load_config, read_preset
-from codebert.search import baselines, evaluate, finetune
+from codebert.search import baselines, bm25, evaluate, finetune, models, scorers
 from codebert.search.data import balanced_pairs, evaluation_groups, format_code_token, load_examples
 from codebert.search.metrics import gold_ranks, mean_reciprocal_rank, random_ranker_mrr
 from conftest import CORPUS
@@ -104,7 +104,7 @@ def test_the_bi_encoder_folder_opens_in_plain_transformers(bi_run):
     from transformers import AutoModel, AutoTokenizer
 
     out, _ = bi_run
-    model = finetune.load_bi_encoder(out / "best")
+    model = models.load_bi_encoder(out / "best")
     tokenizer = AutoTokenizer.from_pretrained(out / "best")
     plain = AutoModel.from_pretrained(out / "best")
     batch = tokenizer(["parse a memory string"], return_tensors="pt")
@@ -128,32 +128,32 @@ def test_cross_encoder_fits_its_training_pairs_and_is_evaluated_by_the_protocol(
 
 
 def test_cross_scorer_batches_by_length_but_returns_every_pair_in_place(tiny_model_dir):
-    model = finetune.load_cross_encoder(tiny_model_dir).eval()
+    model = models.load_cross_encoder(tiny_model_dir).eval()
     from codebert.backbone import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_model_dir)
     examples = load_examples(CORPUS, "test")
-    scorer = evaluate.CrossScorer(model, tokenizer, examples, 64, batch_size=7, device=torch.device("cpu"))
+    scorer = scorers.CrossScorer(model, tokenizer, examples, 64, batch_size=7, device=torch.device("cpu"))
     queries, codes = np.array([3, 1, 4]), np.array([5, 9, 2, 6, 0])
     batched = scorer.score(queries, codes)
     for a, q in enumerate(queries):
         for b, c in enumerate(codes):
-            ids, mask = finetune.cross_inputs([(scorer.queries[q], scorer.codes[c])], 64)
+            ids, mask = models.cross_inputs([(scorer.queries[q], scorer.codes[c])], 64)
             with torch.no_grad():
                 single = float(model(input_ids=ids, attention_mask=mask).logits[0, 1])
             assert batched[a, b] == pytest.approx(single, abs=1e-4)
 
 
 def test_no_pretraining_starts_from_random_weights_of_the_same_shape(tiny_model_dir):
-    pretrained = finetune.load_cross_encoder(tiny_model_dir)
-    scratch = finetune.load_cross_encoder(tiny_model_dir, from_scratch=True)
+    pretrained = models.load_cross_encoder(tiny_model_dir)
+    scratch = models.load_cross_encoder(tiny_model_dir, from_scratch=True)
     a, b = pretrained.roberta.embeddings.word_embeddings.weight, scratch.roberta.embeddings.word_embeddings.weight
     assert a.shape == b.shape and not torch.allclose(a, b)
 
 
 # ----------------------------------------------------------------------------------- baselines
 def test_bm25_tokens_split_identifiers():
-    assert baselines.bm25_tokens("parseHTTPHeader_v2(x)") == ["parse", "http", "header", "parsehttpheader", "v", "2", "v2", "x"]
+    assert bm25.bm25_tokens("parseHTTPHeader_v2(x)") == ["parse", "http", "header", "parsehttpheader", "v", "2", "v2", "x"]
 
 
 def test_bm25_baseline_beats_chance_by_far(tmp_path):
@@ -167,7 +167,7 @@ def test_bm25_gives_a_query_without_words_the_worst_rank():
     from codebert.search.data import SearchExamples
 
     examples = SearchExamples(["+ - *", "sum of values"], ["def add ( a ) : pass", "def sum_values ( v ) : pass"], ["", ""], ["python"] * 2)
-    scores = baselines.BM25Scorer(examples).score(np.array([0, 1]), np.array([0, 1]))
+    scores = bm25.BM25Scorer(examples).score(np.array([0, 1]), np.array([0, 1]))
     assert gold_ranks(scores, np.array([0, 1])).tolist() == [2, 1]
 
 

@@ -7,8 +7,9 @@ import sqlite3
 
 import pytest
 
-from codebert import index as index_mod
+from codebert.tool import index as index_mod
 from codebert.config import load_config
+from codebert.tool.store import read_manifest
 from conftest import SAMPLES
 
 
@@ -16,7 +17,7 @@ from conftest import SAMPLES
 def served(tmp_path_factory, tiny_model_dir):
     from fastapi.testclient import TestClient
 
-    from codebert.serve import create_app
+    from codebert.tool.serve import create_app
 
     root = tmp_path_factory.mktemp("tree") / "samples"
     shutil.copytree(SAMPLES, root)
@@ -89,11 +90,11 @@ def test_nothing_outside_the_indexed_roots_is_served(served, tmp_path):
     # A row pointing outside the roots (a tampered index) is refused, not read.
     from fastapi.testclient import TestClient
 
-    from codebert.serve import create_app, inside_roots
+    from codebert.tool.serve import create_app, inside_roots
 
     copy = tmp_path / "tampered"
     shutil.copytree(out, copy)
-    generation = index_mod.read_manifest(copy)["generation"]
+    generation = read_manifest(copy)["generation"]
     with sqlite3.connect(copy / f"meta-{generation}.sqlite") as db:
         file_id, function_id = db.execute("SELECT file_id, id FROM functions LIMIT 1").fetchone()
         db.execute("UPDATE files SET path = '/etc/hostname' WHERE id = ?", (file_id,))
@@ -120,7 +121,7 @@ def test_function_ids_beyond_sqlite_and_long_queries_on_the_detail_endpoint(serv
 
 
 def test_highlighting_marks_words_but_never_inside_an_entity():
-    from codebert.serve import highlight
+    from codebert.tool.serve import highlight
 
     out = highlight("if a && b: return amp(x) < 3", "python", ["amp"])
     assert "&amp;&amp;" in out and out.count("<mark>amp</mark>") == 1 and "&<mark>" not in out
@@ -138,7 +139,7 @@ def test_highlighting_marks_words_but_never_inside_an_entity():
 def test_the_server_picks_up_a_new_index_generation_without_a_restart(tmp_path, tiny_model_dir, monkeypatch):
     from fastapi.testclient import TestClient
 
-    from codebert import serve
+    from codebert.tool import serve
 
     monkeypatch.setattr(serve, "RELOAD_SECONDS", 0.0)
     root = tmp_path / "tree"
@@ -175,8 +176,8 @@ def test_the_servers_torch_search_gives_the_exact_top_k(served, spread):
     does not (the tiny model's vectors are bunched within 0.01 of each other)."""
     import numpy as np
 
-    from codebert.index import IndexStore
-    from codebert.serve import TorchTopK
+    from codebert.tool.store import IndexStore
+    from codebert.tool.serve import TorchTopK
 
     _, out, _ = served
     plain = IndexStore(out)

@@ -14,7 +14,7 @@ from codebert.corpus import build
 from codebert.errors import UserError
 from codebert.backbone import load_tokenizer
 from codebert.inputs import ROBERTA, Layout, truncate_pair_lengths
-from codebert.tokenizer import SPECIAL_TOKENS, TrainTokenizerConfig, main
+from codebert.pretrain.tokenizer import SPECIAL_TOKENS, TrainTokenizerConfig, main
 from conftest import SAMPLES
 
 

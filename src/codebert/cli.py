@@ -20,7 +20,7 @@ from typing import Literal, get_args, get_origin
 from codebert import __version__
 from codebert.config import ConfigError, unwrap_optional, load_config, read_preset
 from codebert.errors import UserError
-from codebert.report import json_line
+from codebert.tables import json_line
 
 log = logging.getLogger("codebert")
 
@@ -39,25 +39,25 @@ class Stage:
 STAGES = [
     Stage(("corpus", "extract"), "codebert.corpus.build", "ExtractConfig", "extract functions and docs from source trees into a CodeSearchNet-format corpus", "corpus"),
     Stage(("corpus", "stats"), "codebert.corpus.stats", "StatsConfig", "count records, repositories and token lengths of a corpus"),
-    Stage(("tokenizer", "train"), "codebert.tokenizer", "TrainTokenizerConfig", "train a byte-level BPE tokenizer on NL and code", "tokenizer"),
-    Stage(("generators", "fit"), "codebert.generators", "FitGeneratorsConfig", "learn the NL and code n-gram generators for replaced-token detection", "generators", main="fit_main", render="fit_render"),
-    Stage(("pretrain",), "codebert.pretrain", "PretrainConfig", "pre-train with MLM, RTD or MLM+RTD (resumable, torchrun for several processes)", "pretrain"),
+    Stage(("tokenizer", "train"), "codebert.pretrain.tokenizer", "TrainTokenizerConfig", "train a byte-level BPE tokenizer on NL and code", "tokenizer"),
+    Stage(("generators", "fit"), "codebert.pretrain.generators", "FitGeneratorsConfig", "learn the NL and code n-gram generators for replaced-token detection", "generators", main="fit_main", render="fit_render"),
+    Stage(("pretrain",), "codebert.pretrain.stage", "PretrainConfig", "pre-train with MLM, RTD or MLM+RTD (resumable, torchrun for several processes)", "pretrain"),
     Stage(("search", "finetune"), "codebert.search.finetune", "SearchFinetuneConfig", "fine-tune for code search: the paper's cross-encoder or a bi-encoder", "search"),
     Stage(("search", "evaluate"), "codebert.search.evaluate", "SearchEvaluateConfig", "MRR over 1,000-candidate groups (the paper's protocol), full-split ranking for bi-encoders"),
     Stage(("search", "baseline"), "codebert.search.baselines", "SearchBaselineConfig", "train and evaluate a Table-2 baseline: BM25, NBoW, 1D-CNN, BiRNN, self-attention", "baseline"),
     Stage(("search", "table"), "codebert.search.table", "SearchTableConfig", "the Table-2-shaped MRR table from results files"),
     Stage(("probe", "build"), "codebert.probe", "ProbeBuildConfig", "build the NL-PL probing items (max/min/less/greater) from valid and test", main="build_main", render="build_render"),
     Stage(("probe", "run"), "codebert.probe", "ProbeRunConfig", "zero-shot probing accuracy of a checkpoint's MLM head (also CodeXGLUE cloze files)", main="run_main", render="run_render"),
-    Stage(("code2nl", "finetune"), "codebert.code2nl", "Code2nlFinetuneConfig", "fine-tune code-to-documentation generation (encoder + Transformer decoder)", "code2nl", main="finetune_main", render="finetune_render"),
-    Stage(("code2nl", "generate"), "codebert.code2nl", "Code2nlEvaluateConfig", "write docs for code with beam search", main="generate_main", render="evaluate_render"),
-    Stage(("code2nl", "evaluate"), "codebert.code2nl", "Code2nlEvaluateConfig", "generate docs and score them with smoothed BLEU-4 per language", main="evaluate_main", render="evaluate_render"),
+    Stage(("code2nl", "finetune"), "codebert.code2nl.stage", "Code2nlFinetuneConfig", "fine-tune code-to-documentation generation (encoder + Transformer decoder)", "code2nl", main="finetune_main", render="finetune_render"),
+    Stage(("code2nl", "generate"), "codebert.code2nl.stage", "Code2nlEvaluateConfig", "write docs for code with beam search", main="generate_main", render="evaluate_render"),
+    Stage(("code2nl", "evaluate"), "codebert.code2nl.stage", "Code2nlEvaluateConfig", "generate docs and score them with smoothed BLEU-4 per language", main="evaluate_main", render="evaluate_render"),
     Stage(("bleu",), "codebert.bleu", "BleuConfig", "smoothed BLEU-4 of predictions against references, as the paper's evaluator computes it"),
-    Stage(("index",), "codebert.index", "IndexConfig", "index the functions of source trees for semantic search (FAISS + SQLite, incremental)"),
-    Stage(("query",), "codebert.index", "QueryConfig", "search an index in plain English", main="query_main", render="query_render"),
-    Stage(("serve",), "codebert.serve", "ServeConfig", "serve an index: HTTP API (OpenAPI) and a search page, on loopback by default", render=None),
-    Stage(("plot",), "codebert.plot", "PlotConfig", "draw the learning curves of pre-training runs to a PNG"),
-    Stage(("reproduce",), "codebert.reproduce", "ReproduceConfig", "the paper's experiments at a chosen scale, stage by stage, resumable, with one report"),
-    Stage(("quickstart",), "codebert.quickstart", "QuickstartConfig", "run the whole pipeline offline on the Python standard library", "quickstart"),
+    Stage(("index",), "codebert.tool.index", "IndexConfig", "index the functions of source trees for semantic search (FAISS + SQLite, incremental)"),
+    Stage(("query",), "codebert.tool.query", "QueryConfig", "search an index in plain English", main="query_main", render="query_render"),
+    Stage(("serve",), "codebert.tool.serve", "ServeConfig", "serve an index: HTTP API (OpenAPI) and a search page, on loopback by default", render=None),
+    Stage(("plot",), "codebert.experiments.plot", "PlotConfig", "draw the learning curves of pre-training runs to a PNG"),
+    Stage(("reproduce",), "codebert.experiments.reproduce", "ReproduceConfig", "the paper's experiments at a chosen scale, stage by stage, resumable, with one report"),
+    Stage(("quickstart",), "codebert.experiments.quickstart", "QuickstartConfig", "run the whole pipeline offline on the Python standard library", "quickstart"),
 ]
 
 

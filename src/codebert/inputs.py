@@ -17,13 +17,16 @@ a single segment type.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from codebert.errors import UserError
 
-# torch is imported where tensors are made, not here: the query path (`codebert.query_encoder`)
+if TYPE_CHECKING:  # for annotations only; see below
+    import torch
+
+# torch is imported where tensors are made, not here: the query path (`codebert.tool.query_encoder`)
 # builds its inputs with this module and must not pay for importing torch.
 
 
@@ -143,6 +146,7 @@ def pad_arrays(sequences: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.
 
 def pad_sequences(sequences: list[list[int]], pad_id: int) -> tuple["torch.Tensor", "torch.Tensor"]:
     """`pad_arrays` as torch tensors (int64)."""
+    # Imported here: torch only where tensors are made: the lean query path uses this module without it.
     import torch
 
     ids, mask = pad_arrays(sequences, pad_id)
@@ -152,3 +156,13 @@ def pad_sequences(sequences: list[list[int]], pad_id: int) -> tuple["torch.Tenso
 # RoBERTa's layout with our tokenizer's ids (<s>=0, <pad>=1, </s>=2, <unk>=3, <mask>=4): the default
 # of functions that were written for it, and what `Layout.of` reads off our tokenizer folders.
 ROBERTA = Layout(prefix=(0,), middle=(2, 2), suffix=(2,), pad_id=1, mask_id=4, special_ids=(0, 1, 2, 3, 4))
+
+
+def encode_texts(tokenizer, texts: list[str], batch: int = 2048) -> list[np.ndarray]:
+    """Token ids of each text, without special tokens (the layout adds them)."""
+    out: list[np.ndarray] = []
+    for i in range(0, len(texts), batch):
+        # verbose=False: long functions are expected here; build_pair truncates them later.
+        encoded = tokenizer(texts[i : i + batch], add_special_tokens=False, verbose=False)["input_ids"]
+        out.extend(np.asarray(ids, dtype=np.int32) for ids in encoded)
+    return out

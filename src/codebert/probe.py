@@ -38,12 +38,16 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from tqdm import tqdm
+from transformers.utils import logging as hf_logging
 
 from codebert.config import option
-from codebert.corpus.jsonl import ReadReport, atomic_write, iter_corpus
+from codebert.corpus.jsonl import ReadReport, iter_corpus
+from codebert.io import atomic_write
 from codebert.errors import UserError
-from codebert.report import format_table
+from codebert.tables import format_table
 from codebert.inputs import Layout, truncate_pair_lengths
+from codebert.backbone import load_tokenizer
+from codebert.pretrain.model import load_model
 
 log = logging.getLogger(__name__)
 
@@ -285,11 +289,6 @@ def choose(scorer: MaskScorer, items: list[dict[str, Any]]) -> list[str]:
 
 
 def run_main(cfg: ProbeRunConfig) -> dict[str, Any]:
-    from transformers.utils import logging as hf_logging
-
-    from codebert.modeling import load_model
-    from codebert.backbone import load_tokenizer
-
     hf_logging.disable_progress_bar()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -20,7 +20,7 @@ from codebert.corpus.extract import RepoUnit, extract_all, walk
 from codebert.corpus.jsonl import SPLITS, UNIMODAL, write_jsonl
 from codebert.corpus.languages import DEFAULT_LANGUAGES, SPECS
 from codebert.errors import UserError
-from codebert.report import format_table
+from codebert.tables import format_table
 
 log = logging.getLogger(__name__)
 

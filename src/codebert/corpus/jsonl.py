@@ -1,4 +1,4 @@
-"""CodeSearchNet jsonl / jsonl.gz: the exact schema, a forgiving reader and an atomic writer.
+"""CodeSearchNet jsonl / jsonl.gz: the exact schema, a forgiving reader and a writer (atomic: `codebert.io`).
 
 A corpus directory has the layout CodeSearchNet distributed and `../shared/data/csn6` uses:
 `<dir>/<language>/{train,valid,test,unimodal}.jsonl.gz`.
@@ -9,15 +9,13 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from codebert.errors import UserError
+from codebert.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -114,33 +112,6 @@ def read_jsonl(path: str | Path, report: ReadReport | None = None) -> Iterator[d
         log.warning("%s", where)
 
 
-@contextmanager
-def atomic_write(path: str | Path, binary: bool = False):
-    """Open a temporary file beside `path`; rename it over `path` only if the block succeeds.
-
-    A crash or Ctrl-C midway leaves the previous file (or none), never half a file.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:  # an output path the user cannot write to: say so, no traceback
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
-    # mkstemp creates the file private (0600); give it the mode a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
     """Write records atomically as jsonl (gzip-compressed if `path` ends in .gz); return the count.
 
@@ -210,3 +181,13 @@ def iter_corpus(
                 if max_records and i >= max_records:
                     break
                 yield lang, split, record
+
+
+def nl_text(record: dict[str, Any]) -> str:
+    """The NL side of a pair, as CodeBERT's reference scripts build it: doc tokens joined by spaces."""
+    return " ".join(record["docstring_tokens"])
+
+
+def code_text(record: dict[str, Any]) -> str:
+    """The code side of a pair: code tokens joined by spaces (comments and docstring already out)."""
+    return " ".join(record["code_tokens"])

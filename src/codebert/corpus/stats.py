@@ -8,7 +8,7 @@ from typing import Any
 
 from codebert.config import option
 from codebert.corpus.jsonl import ALL_FILES, ReadReport, corpus_files, read_jsonl
-from codebert.report import format_table
+from codebert.tables import format_table
 
 
 @dataclass

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,59 +34,18 @@ from torch import nn
 from tqdm import tqdm
 
 from codebert.config import option
-from codebert.errors import UserError
-from codebert.pretrain_data import encode_texts
-from codebert.report import format_table
-from codebert.search.data import GROUP_SIZE, SearchExamples, evaluation_groups, load_examples
-from codebert.search.evaluate import VectorScorer, group_mrr, groups_for, languages_of, write_figures
+from codebert.inputs import encode_texts
+from codebert.search.data import GROUP_SIZE, SearchExamples, evaluation_groups, languages_of, load_examples
+from codebert.search.bm25 import BM25Scorer
+from codebert.search.scorers import VectorScorer, group_mrr, groups_for
+from codebert.search.table import render_results, write_results
+from codebert.backbone import load_tokenizer
 
 log = logging.getLogger(__name__)
 
 Kind = Literal["bm25", "nbow", "cnn", "birnn", "selfatt"]
 # CodeSearchNet's per-model overrides of batch size and learning rate.
 PUBLISHED = {"nbow": (1000, 0.01), "cnn": (1000, 5e-4), "birnn": (1000, 0.01), "selfatt": (450, 5e-4)}
-
-
-# ---------------------------------------------------------------------------------------- BM25
-_WORD = re.compile(r"[A-Za-z0-9]+")
-_SUBWORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
-
-
-def bm25_tokens(text: str) -> list[str]:
-    """Lower-cased sub-words of every alphanumeric run, plus the run itself when it has several:
-    `parseHTTPHeader_v2` -> parse, http, header, parsehttpheader, v, 2, v2."""
-    out = []
-    for word in _WORD.findall(text):
-        parts = _SUBWORD.findall(word)
-        out.extend(p.lower() for p in parts)
-        if len(parts) > 1:
-            out.append(word.lower())
-    return out
-
-
-def bm25_index(texts: list[str]):
-    import bm25s
-
-    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
-    index = bm25s.BM25()  # Lucene's BM25, k1 = 1.5, b = 0.75
-    index.index([bm25_tokens(t) or ["<empty>"] for t in texts], show_progress=False)
-    return index
-
-
-class BM25Scorer:
-    """BM25 scores of queries against the candidates of one group, indexed on their own."""
-
-    def __init__(self, examples: SearchExamples):
-        self.examples = examples
-        self.query_tokens = [bm25_tokens(q) for q in examples.queries]
-
-    def score(self, queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        index = bm25_index([self.examples.codes[j] for j in codes])
-        scores = np.zeros((len(queries), len(codes)), dtype=np.float32)
-        for row, i in enumerate(queries):
-            if self.query_tokens[i]:  # a query with no word (symbols only) scores 0 everywhere: the worst rank
-                scores[row] = index.get_scores(self.query_tokens[i])
-        return scores
 
 
 # --------------------------------------------------------------------------- neural encoders
@@ -150,6 +107,7 @@ class BiRNN(nn.Module):
 class SelfAttention(nn.Module):
     def __init__(self, vocab: int, dim: int, max_tokens: int, dropout: float):
         super().__init__()
+        # Imported here: transformers only for the self-attention baseline.
         from transformers import BertConfig, BertModel
 
         config = BertConfig(vocab_size=vocab, hidden_size=128, num_hidden_layers=3, num_attention_heads=8,
@@ -297,7 +255,6 @@ def main(cfg: SearchBaselineConfig) -> dict[str, Any]:
         torch.set_num_threads(cfg.threads)
     tokenizer = None
     if cfg.kind != "bm25":
-        from codebert.backbone import load_tokenizer
 
         tokenizer = load_tokenizer(cfg.tokenizer)
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -327,11 +284,9 @@ def main(cfg: SearchBaselineConfig) -> dict[str, Any]:
     figures["languages"] = sorted(mrrs)
     figures["macro_mrr"] = float(np.mean(list(mrrs.values())))
     figures["protocol"] = {"group_size": cfg.group_size, "max_groups": cfg.max_groups, "queries_per_group": 0, "split": "test"}
-    write_figures(cfg.out / "results.json", figures)
+    write_results(cfg.out / "results.json", figures)
     return figures
 
 
 def render(figures: dict[str, Any]) -> str:
-    from codebert.search.evaluate import render as render_mrr
-
-    return render_mrr(figures)
+    return render_results(figures)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from codebert.corpus.jsonl import ReadReport, iter_corpus
+from codebert.corpus.jsonl import corpus_files, ReadReport, iter_corpus
 from codebert.errors import UserError
 
 GROUP_SIZE = 1000  # the paper: each query against its own code and 999 distractors
@@ -99,3 +99,7 @@ def evaluation_groups(n: int, group_size: int = GROUP_SIZE, seed: int = 0) -> li
     idxs = np.arange(n)
     np.random.RandomState(seed).shuffle(idxs)  # the legacy global-seed shuffle, bit for bit
     return [idxs[start : start + group_size] for start in range(0, n - group_size + 1, group_size)]
+
+
+def languages_of(cfg_language: list[str], data: Path) -> list[str]:
+    return sorted(cfg_language) if cfg_language else sorted(corpus_files(data))

@@ -14,27 +14,28 @@ re-ranking the top k with a cross-encoder (`--rerank`).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
+from transformers.utils import logging as hf_logging
 
 from codebert.backbone import resolve
 from codebert.inputs import Layout
 from codebert.config import option
-from codebert.corpus.jsonl import atomic_write, corpus_files
 from codebert.errors import UserError
-from codebert.pretrain_data import encode_texts
-from codebert.report import format_table
-from codebert.search.data import GROUP_SIZE, SearchExamples, evaluation_groups, load_examples
-from codebert.search.metrics import gold_ranks, mean_reciprocal_rank
-from codebert.search.models import SearchSpec, cross_inputs, load_bi_encoder, load_cross_encoder, positive_logit
+from codebert.inputs import encode_texts
+from codebert.search.data import GROUP_SIZE, languages_of, load_examples
+from codebert.search.scorers import CrossScorer, VectorScorer, encode_all, full_ranking_mrr, group_mrr, groups_for
+from codebert.search.table import render_results, write_results
+from codebert.search.models import SearchSpec, load_bi_encoder, load_cross_encoder
+from codebert.backbone import load_tokenizer
+from codebert.search.models import pooling_of
 
 log = logging.getLogger(__name__)
 
@@ -71,96 +72,9 @@ class SearchEvaluateConfig:
         return problems
 
 
-class Scorer(Protocol):
-    def score(self, queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """(len(queries), len(codes)) scores of every query against every code (example indices)."""
-
-
-class CrossScorer:
-    """Scores pairs with a cross-encoder: the positive-class logit of each (query, code) pair."""
-
-    def __init__(self, model, tokenizer, examples: SearchExamples, max_length: int, batch_size: int, device, bar: tqdm | None = None):
-        self.model, self.max_length, self.batch_size, self.device, self.bar = model.eval(), max_length, batch_size, device, bar
-        self.layout = Layout.of(tokenizer)
-        self.queries = encode_texts(tokenizer, examples.queries)
-        self.codes = encode_texts(tokenizer, examples.codes)
-        self.pairs_scored, self.seconds = 0, 0.0
-
-    @torch.inference_mode()
-    def score(self, queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        start = time.perf_counter()
-        q_len = np.array([min(len(self.queries[i]), self.max_length) for i in queries])
-        c_len = np.array([min(len(self.codes[j]), self.max_length) for j in codes])
-        # Sort all pairs by total length so that each batch pads little.
-        total = (q_len[:, None] + c_len[None, :]).ravel()
-        order = np.argsort(total, kind="stable")
-        out = np.empty(len(total), dtype=np.float32)
-        for begin in range(0, len(order), self.batch_size):
-            flat = order[begin : begin + self.batch_size]
-            qi, ci = np.divmod(flat, len(codes))
-            ids, mask = cross_inputs([(self.queries[queries[a]], self.codes[codes[b]]) for a, b in zip(qi, ci)], self.max_length, self.layout)
-            out[flat] = positive_logit(self.model, ids.to(self.device), mask.to(self.device)).float().cpu().numpy()
-            if self.bar is not None:
-                self.bar.update(len(flat))
-        self.pairs_scored += len(total)
-        self.seconds += time.perf_counter() - start
-        return out.reshape(len(queries), len(codes))
-
-
-class VectorScorer:
-    """Scores by dot product of vectors computed once per query and per code."""
-
-    def __init__(self, query_vectors: np.ndarray, code_vectors: np.ndarray):
-        self.query_vectors, self.code_vectors = query_vectors, code_vectors
-
-    def score(self, queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        return self.query_vectors[queries] @ self.code_vectors[codes].T
-
-
-def group_mrr(scorer: Scorer, groups: list[np.ndarray], queries_per_group: int = 0) -> tuple[float, int]:
-    """MRR of the paper's protocol over the given groups; also the number of queries ranked."""
-    ranks = []
-    for group in groups:
-        queries = group[:queries_per_group] if queries_per_group else group
-        scores = scorer.score(queries, group)
-        ranks.append(gold_ranks(scores, np.arange(len(queries))))  # query i's own code is candidate i
-    ranks = np.concatenate(ranks)
-    return mean_reciprocal_rank(ranks), len(ranks)
-
-
-def languages_of(cfg_language: list[str], data: Path) -> list[str]:
-    return sorted(cfg_language) if cfg_language else sorted(corpus_files(data))
-
-
-def groups_for(n: int, group_size: int, max_groups: int) -> list[np.ndarray]:
-    groups = evaluation_groups(n, group_size)
-    if not groups:
-        raise UserError(f"{n} test examples: fewer than one group of {group_size} (use --group-size)")
-    return groups[:max_groups] if max_groups else groups
-
-
-def full_ranking_mrr(query_vectors: np.ndarray, code_vectors: np.ndarray, rerank=None, k: int = 10) -> dict[str, float]:
-    """Each query ranked against every code of the split (gold = its own); optionally the top k
-    re-ranked by `rerank(query, candidates) -> scores`. Same tie rule as the groups."""
-    scores = query_vectors @ code_vectors.T
-    ranks = gold_ranks(scores, np.arange(len(scores)))
-    figures = {"full_mrr": mean_reciprocal_rank(ranks), "full_recall_at_10": float(np.mean(ranks <= 10))}
-    if rerank is not None:
-        reranked = ranks.copy()
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        for i in range(len(scores)):
-            if ranks[i] > k or i not in top[i]:
-                continue  # the gold is outside the re-ranked head: its rank is unchanged
-            cross = rerank(i, top[i])
-            reranked[i] = int((cross >= cross[list(top[i]).index(i)]).sum())
-        figures["rerank_mrr"] = mean_reciprocal_rank(reranked)
-    return figures
-
-
 def zero_shot_spec(model: str) -> SearchSpec | None:
     """A sentence-transformers folder (or `minilm`) without our search_model.json: evaluated as it is,
     as a bi-encoder with its own pooling (the "zero-shot" rows), at our bi-encoder's default lengths."""
-    from codebert.encoder import pooling_of
 
     folder = Path(resolve(model))
     if not (folder / "modules.json").is_file():
@@ -169,11 +83,6 @@ def zero_shot_spec(model: str) -> SearchSpec | None:
 
 
 def main(cfg: SearchEvaluateConfig) -> dict[str, Any]:
-    from transformers.utils import logging as hf_logging
-
-    from codebert.search.finetune import encode_all
-    from codebert.backbone import load_tokenizer
-
     hf_logging.disable_progress_bar()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -228,22 +137,9 @@ def main(cfg: SearchEvaluateConfig) -> dict[str, Any]:
     figures["seconds"] = time.perf_counter() - started
     figures["protocol"] = {"group_size": cfg.group_size, "max_groups": cfg.max_groups, "queries_per_group": cfg.queries_per_group, "split": cfg.split}
     if cfg.out is not None:
-        write_figures(cfg.out, figures)
+        write_results(cfg.out, figures)
     return figures
 
 
-def write_figures(path: Path, figures: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as f:
-        f.write(json.dumps(figures, indent=2) + "\n")
-
-
 def render(figures: dict[str, Any]) -> str:
-    langs = figures["languages"]
-    rows = [[lang, figures[lang], figures[f"{lang}_queries"]] for lang in langs]
-    rows.append(["macro-average", figures["macro_mrr"], sum(figures[f"{lang}_queries"] for lang in langs)])
-    text = format_table(["language", "MRR", "queries"], rows)
-    extra = [[k, v] for k, v in figures.items() if any(k == f"{lang}_{s}" for lang in langs for s in ("full_mrr", "full_recall_at_10", "rerank_mrr", "pairs_per_s"))]
-    if extra:
-        text += "\n" + format_table(["figure", "value"], extra)
-    return text
+    return render_results(figures)

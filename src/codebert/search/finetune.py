@@ -12,7 +12,6 @@ hard negative per query), validated by MRR on the valid split's 1,000-candidate 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,73 +21,54 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from codebert.config import option, to_dict
+from codebert.config import option
 from codebert.errors import UserError
-from codebert.pretrain_data import BucketedBatches, encode_texts
-from codebert.report import numeric_table
+from codebert.inputs import encode_texts
+from codebert.tables import numeric_table
 from codebert.search.data import ClassificationPairs, GROUP_SIZE, SearchExamples, balanced_pairs, evaluation_groups, load_examples
+from codebert.search.bm25 import bm25_index, bm25_tokens
 from codebert.search.metrics import gold_ranks, mean_reciprocal_rank
+from codebert.search.scorers import encode_all
 from codebert.search.models import (
     Mode, Pooling, SearchSpec, cross_inputs, info_nce, load_bi_encoder, load_cross_encoder, save_bi_encoder, single_inputs,
 )
 from codebert.backbone import load_config, load_tokenizer, max_tokens
 from codebert.inputs import ROBERTA, Layout
-from codebert.train_loop import LoopConfig, Trainer, load_weights, read_weights, seed_everything, setup_distributed, steps_for_epochs
+from codebert.training.stage import FinetuneConfig, TrainingStage, load_wrapped_encoder, save_with_tokenizer
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
-class SearchFinetuneConfig(LoopConfig):
-    model: str = option(help="pre-trained model to start from: a folder of ours or of any BERT/RoBERTa-family encoder, `minilm` (the packaged all-MiniLM-L6-v2), a hub id online")
-    data: Path = option(help="corpus folder (CodeSearchNet layout) with train and valid splits")
-    out: Path = option(help="run folder: checkpoints, best/ (the model to evaluate), final/, metrics.jsonl")
+class SearchFinetuneConfig(FinetuneConfig):
+    """The paper's settings (§4.1) are the defaults: lr 1e-5, batch 64, max length 200, up to 8
+    epochs keeping the best on validation, one language per run."""
+
     mode: Mode = option("cross", "cross: the paper's pair classifier; bi: a bi-encoder for retrieval")
     language: list[str] = option([], "languages to fine-tune on (the paper: one per run; empty: all in the corpus)")
-    from_scratch: bool = option(False, "random weights of --model's shape: the 'no pre-training' row of Table 2")
-    max_steps: int = option(0, "stop after this many optimizer steps (0: after --epochs)")
-    epochs: float = option(8.0, "passes over the training set (the paper: up to 8, keeping the best on validation)")
     learning_rate: float = option(1e-5, "peak learning rate of AdamW (the paper: 1e-5)")
-    warmup_steps: int = option(0, "linear warm-up steps (CodeBERT's run_classifier.py: 0)")
-    weight_decay: float = option(0.0, "AdamW weight decay (run_classifier.py: 0)")
-    adam_beta2: float = option(0.999, "AdamW beta2")
-    adam_epsilon: float = option(1e-8, "AdamW epsilon (run_classifier.py: 1e-8)")
-    batch_size: int = option(64, "pairs per micro-batch (the paper: 64)")
     max_length: int = option(200, "cross: tokens per pair (the paper: 200); bi: tokens per code input")
     query_length: int = option(64, "bi: tokens per query input")
     pooling: Pooling = option("mean", "bi: mean over tokens or the <s> vector")
     temperature: float = option(0.05, "bi: softmax temperature of the in-batch contrastive loss")
     hard_negatives: bool = option(False, "bi: add each query's best BM25 match (not its own code) as an extra negative")
-    dropout: float = option(0.1, "dropout during fine-tuning")
-    max_records: int = option(0, "read at most this many records per language and split (0: all)")
-    valid_examples: int = option(1000, "valid pairs per language to validate on (0: all)")
     eval_batch_size: int = option(128, "inputs per forward pass at validation")
     best_metric: str = option("", "metric that picks best/ (empty: acc for cross, mrr for bi)")
-    resume: str | None = option(None, "auto: continue from the newest checkpoint in --out; or a checkpoint folder")
 
     def validate(self) -> list[str]:
-        problems = self.validate_loop(steps_may_be_zero=True)
+        problems = self.validate_finetune(min_batch=2)  # in-batch negatives need company
         if not self.data.is_dir():
             problems.append(f"--data {self.data}: no such folder")
-        if self.max_steps == 0 and not self.epochs > 0:
-            problems.append("--epochs: must be > 0 when --max-steps is 0")
         if not 8 <= self.max_length <= 512:
             problems.append("--max-length: must be in [8, 512]")
         if not 4 <= self.query_length <= 512:
             problems.append("--query-length: must be in [4, 512]")
-        if self.batch_size < 2:
-            problems.append("--batch-size: must be >= 2 (in-batch negatives need company)")
         if not self.temperature > 0:
             problems.append("--temperature: must be > 0")
         if self.hard_negatives and self.mode != "bi":
             problems.append("--hard-negatives: only for --mode bi")
-        if not 0 <= self.dropout < 1:
-            problems.append("--dropout: must be in [0, 1)")
         if self.eval_batch_size < 1:
             problems.append("--eval-batch-size: must be >= 1")
-        for name in ("max_records", "valid_examples"):
-            if getattr(self, name) < 0:
-                problems.append(f"--{name.replace('_', '-')}: must be >= 0")
         return problems
 
 
@@ -175,8 +155,6 @@ def collate_bi(corpus: BiCorpus, indices, max_length: int) -> BiBatch:
 
 def bm25_hard_negatives(examples: SearchExamples) -> np.ndarray:
     """For each query, the training code BM25 ranks highest that is not its own (nor an identical copy)."""
-    from codebert.search.baselines import bm25_index, bm25_tokens
-
     index = bm25_index(examples.codes)
     hard = np.empty(len(examples), dtype=np.int64)
     results, _ = index.retrieve([bm25_tokens(q) for q in examples.queries], k=min(3, len(examples)), show_progress=False)
@@ -201,18 +179,6 @@ def cross_accuracy(model, tokens: TokenisedExamples, pairs: ClassificationPairs,
     return {"acc": correct / len(pairs), "loss": loss_sum / len(pairs)}
 
 
-@torch.no_grad()
-def encode_all(model, sequences: list[np.ndarray], max_length: int, batch_size: int, device, layout: Layout = ROBERTA) -> torch.Tensor:
-    """Unit vectors of every sequence, batched by length (sorted), returned in input order."""
-    order = np.argsort([len(s) for s in sequences], kind="stable")
-    out = torch.empty((len(sequences), model.encoder.config.hidden_size))
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        ids, mask = single_inputs([sequences[i] for i in idx], max_length, layout)
-        out[torch.from_numpy(idx)] = model(ids.to(device), mask.to(device)).float().cpu()
-    return out
-
-
 def bi_mrr(model, tokens: TokenisedExamples, groups: list[np.ndarray], spec: SearchSpec, batch_size: int, device,
            layout: Layout = ROBERTA) -> dict[str, float]:
     queries = encode_all(model, tokens.queries, spec.query_length, batch_size, device, layout)
@@ -234,13 +200,8 @@ def _per_language_cap(examples: SearchExamples, cap: int) -> SearchExamples:
 
 
 def main(cfg: SearchFinetuneConfig) -> dict[str, Any]:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    dist_info, device = setup_distributed()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
+    stage = TrainingStage(cfg)
+    device = stage.device
     tokenizer = load_tokenizer(cfg.model)
     layout = Layout.of(tokenizer)
     window = max_tokens(load_config(cfg.model), tokenizer)
@@ -267,11 +228,7 @@ def main(cfg: SearchFinetuneConfig) -> dict[str, Any]:
         def evaluate(m) -> dict[str, float]:
             return cross_accuracy(m, valid_tokens, valid_pairs, cfg.max_length, cfg.eval_batch_size, device, layout)
 
-        def save_model(m, folder: Path) -> None:
-            m.save_pretrained(folder)
-            tokenizer.save_pretrained(folder)
-            spec.save(folder)
-
+        save_model = save_with_tokenizer(tokenizer, spec.save)
         load_model = None  # saved under its own keys: the loop's default reads it back
     else:
         model = load_bi_encoder(cfg.model, cfg.pooling, from_scratch=cfg.from_scratch, dropout=cfg.dropout)
@@ -298,18 +255,11 @@ def main(cfg: SearchFinetuneConfig) -> dict[str, Any]:
             save_bi_encoder(m, folder, spec)
             tokenizer.save_pretrained(folder)
 
-        def load_model(m, folder: Path) -> None:
-            # The folder is the encoder's own (a plain AutoModel folder), the wrapper has no weights.
-            load_weights(m, {f"encoder.{k}": v for k, v in read_weights(folder / "model.safetensors").items()}, folder)
+        load_model = load_wrapped_encoder  # the folder is the encoder's own (a plain AutoModel folder)
 
-    batches = BucketedBatches(corpus, cfg.batch_size, cfg.max_length, cfg.seed, dist_info.rank, dist_info.world, collate_fn=collate_fn)
-    steps = cfg.max_steps or steps_for_epochs(cfg.epochs, batches.batches_per_epoch(), cfg.grad_accumulation)
-    loop = dataclasses.replace(cfg, max_steps=steps, best_metric=best)
-    log.info("%d training examples, %d steps (%.2f epochs)", len(corpus), steps, steps * cfg.grad_accumulation / batches.batches_per_epoch())
-    trainer = Trainer(loop, model, loss_fn, batches, cfg.out, save_model, load_model=load_model, evaluate=evaluate,
-                      run_config=to_dict(loop), dist_info=dist_info, device=device)
-    figures = trainer.fit(cfg.resume)
-    figures.update(out=str(cfg.out / "best"), examples=len(corpus), mode=cfg.mode, steps_planned=steps)
+    figures = stage.fit(model, loss_fn, corpus, collate_fn, cfg.max_length, save_model, load_model=load_model,
+                        evaluate=evaluate, best_metric=best)
+    figures.update(out=str(cfg.out / "best"), mode=cfg.mode)
     return figures
 
 

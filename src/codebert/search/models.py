@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from codebert.backbone import load_encoder, load_sequence_classifier
-from codebert.corpus.jsonl import atomic_write
+from codebert.io import atomic_write
 from codebert.inputs import ROBERTA, Layout
 
 log = logging.getLogger(__name__)
@@ -137,3 +137,16 @@ def info_nce(query_vectors: torch.Tensor, code_vectors: torch.Tensor, temperatur
     """
     logits = query_vectors @ code_vectors.T / temperature  # (B, B + extra)
     return F.cross_entropy(logits, torch.arange(len(query_vectors), device=logits.device))
+
+
+def pooling_of(folder: Path) -> str:
+    """How an encoder folder pools token vectors: our bi-encoder's `search_model.json`, else a
+    sentence-transformers folder's `1_Pooling/config.json` (the first token or the mean), else mean."""
+    spec = SearchSpec.read(folder)
+    if spec is not None:
+        return spec.pooling
+    st_pooling = folder / "1_Pooling" / "config.json"
+    if st_pooling.is_file():
+        config = json.loads(st_pooling.read_text())
+        return "cls" if config.get("pooling_mode_cls_token") else "mean"
+    return "mean"

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from codebert.config import option
-from codebert.corpus.jsonl import atomic_write
+from codebert.io import atomic_write
 from codebert.errors import UserError
+from codebert.tables import format_table
 
 START, END = "<!-- table2:start -->", "<!-- table2:end -->"
 LANGUAGE_ORDER = ["ruby", "javascript", "go", "python", "java", "php"]  # the paper's column order
@@ -65,3 +66,20 @@ def main(cfg: SearchTableConfig) -> dict[str, Any]:
 
 def render(figures: dict[str, Any]) -> str:
     return figures["table"]
+
+
+def write_results(path: Path, figures: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
+        f.write(json.dumps(figures, indent=2) + "\n")
+
+
+def render_results(figures: dict[str, Any]) -> str:
+    langs = figures["languages"]
+    rows = [[lang, figures[lang], figures[f"{lang}_queries"]] for lang in langs]
+    rows.append(["macro-average", figures["macro_mrr"], sum(figures[f"{lang}_queries"] for lang in langs)])
+    text = format_table(["language", "MRR", "queries"], rows)
+    extra = [[k, v] for k, v in figures.items() if any(k == f"{lang}_{s}" for lang in langs for s in ("full_mrr", "full_recall_at_10", "rerank_mrr", "pairs_per_s"))]
+    if extra:
+        text += "\n" + format_table(["figure", "value"], extra)
+    return text

@@ -1,7 +1,7 @@
 """Queries to unit vectors without the training stack: ONNX Runtime, `tokenizers` and numpy.
 
 Answering a query should cost milliseconds, and importing `torch` and `transformers` alone costs
-about 3 s on our 2-core machines (`codebert.encoder` loads the model through them). So `codebert
+about 3 s on our 2-core machines (`codebert.tool.embed` loads the model through them). So `codebert
 index` also writes, next to each index, the bi-encoder it used as one ONNX graph (token ids and
 attention mask in, pooled unit vectors out: the same `BiEncoder.forward`), its tokenizer as a
 `tokenizers` file and the input layout (`query-encoder/`), and `codebert query` / `codebert serve`
@@ -67,6 +67,8 @@ class QueryEncoder:
     """`encode_queries(texts)`: (n, dimension) float32 unit vectors, as `TextEncoder.encode_queries`."""
 
     def __init__(self, folder: Path, threads: int = 0):
+# Imported here: onnxruntime and tokenizers when a query is encoded; torch (embed) only for an index without the
+        # export.
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -110,6 +112,8 @@ def open_encoder(index: Path, model: str, threads: int = 0, engine: str = "auto"
     if engine == "onnx":
         raise UserError(f"{index}: no exported query encoder of {model} (or no onnxruntime); index again, or use --engine torch")
     log.info("%s: no exported query encoder; loading %s with torch", index, model)
-    from codebert.encoder import TextEncoder
+# Imported here: onnxruntime and tokenizers when a query is encoded; torch (embed) only for an index without the
+    # export.
+    from codebert.tool.embed import TextEncoder
 
     return TextEncoder(model, threads=threads)

@@ -35,7 +35,8 @@ import numpy as np
 
 from codebert.config import option
 from codebert.errors import UserError
-from codebert.report import format_table
+from codebert.tables import format_table
+from codebert.io import atomic_write
 
 _MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant: multiplicative hashing of contexts
 _BOUNDARY = -1  # separates sequences in the flat training array; contexts never cross it
@@ -194,8 +195,6 @@ class NgramGenerator:
 
     # --------------------------------------------------------------------------------- storage
     def save(self, path: str | Path) -> None:
-        from codebert.corpus.jsonl import atomic_write
-
         arrays: dict[str, np.ndarray] = {"context": np.array(self.context), "vocab_size": np.array(self.vocab_size)}
         for (left, right), table in self.tables.items():
             for name in ("keys", "starts", "tokens", "cumulative"):
@@ -305,7 +304,8 @@ class FitGeneratorsConfig:
 
 
 def fit_main(cfg: FitGeneratorsConfig) -> dict[str, Any]:
-    from codebert.pretrain_data import encode_corpus
+    # Imported here: torch and transformers only for `generators fit`: sampling is numpy, and `--help` stays instant.
+    from codebert.pretrain.data import encode_corpus
     from codebert.backbone import load_tokenizer
 
     start = time.perf_counter()

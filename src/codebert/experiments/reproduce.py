@@ -34,14 +34,41 @@ from typing import Any, Callable, Literal
 
 from codebert.backbone import resolve
 from codebert.config import load_config, option, read_preset, resolve_preset
-from codebert.corpus.jsonl import atomic_write, corpus_files
+from codebert.corpus.jsonl import corpus_files
+from codebert.io import atomic_write
 from codebert.errors import UserError
-from codebert.report import duration
+from codebert.tables import duration
 
 log = logging.getLogger(__name__)
 
 STAGES = ["tokenizer", "generators", "pretrain", "search", "probe", "code2nl", "unseen", "report"]
-OBJECTIVES = ["none", "code-only", "mlm", "rtd", "mlm+rtd"]
+# The paper's pre-training rows (Tables 2, 4-6): no pre-training, the code-only MLM baseline, and the
+# objectives of pretrain/objectives.py alone and together. Any objective of that registry, or a
+# '+' combination, is a variant too (`unknown_variants`): a new objective needs no change here.
+BASELINE_VARIANTS = ["none", "code-only"]
+OBJECTIVES = [*BASELINE_VARIANTS, "mlm", "rtd", "mlm+rtd"]
+
+
+def unknown_variants(variants: list[str]) -> list[str]:
+    # Imported here, not at the top: the registry imports torch, and `codebert reproduce --help`
+    # stays instant without it.
+    from codebert.pretrain import objectives
+
+    unknown = []
+    for variant in variants:
+        if variant in BASELINE_VARIANTS:
+            continue
+        try:
+            objectives.parse(variant)
+        except ValueError:
+            unknown.append(variant)
+    return sorted(set(unknown))
+
+
+def needs_generators(variant: str) -> bool:
+    from codebert.pretrain import objectives  # as in unknown_variants: torch only when running
+
+    return variant not in (*BASELINE_VARIANTS, "init") and objectives.needs_generators(variant)
 
 
 @dataclass
@@ -68,9 +95,10 @@ class ReproduceConfig:
         unknown = sorted(set(self.stages) - set(STAGES))
         if unknown:
             problems.append(f"--stages: unknown {', '.join(unknown)} (stages: {', '.join(STAGES)})")
-        unknown = sorted(set(self.variants) - set(OBJECTIVES))
+        unknown = unknown_variants(self.variants)
         if unknown:
-            problems.append(f"--variants: unknown {', '.join(unknown)} (variants: {', '.join(OBJECTIVES)})")
+            problems.append(f"--variants: unknown {', '.join(unknown)} (variants: {', '.join(BASELINE_VARIANTS)} or "
+                            "registered objectives joined by '+', e.g. mlm+rtd)")
         if self.init is not None and Path(self.init).exists() and not (Path(self.init) / "config.json").is_file():
             problems.append(f"--init {self.init}: not a model folder (no config.json)")
         try:
@@ -100,12 +128,13 @@ class Budget:
     code2nl_test_records: int = option(0, "test records per language for code-to-doc generation (0: all)")
 
     def validate(self) -> list[str]:
-        problems = [f"variants: unknown {v!r} (from {', '.join(OBJECTIVES)})" for v in self.variants if v not in OBJECTIVES]
+        problems = [f"variants: unknown {v!r} (from {', '.join(BASELINE_VARIANTS)} or registered objectives joined by '+')"
+                    for v in unknown_variants(self.variants)]
         problems += [f"baselines: unknown {b!r}" for b in self.baselines if b not in ("bm25", "nbow", "cnn", "birnn", "selfatt")]
         return problems
 
 
-LABELS = {"none": "no pre-training", "code-only": "code-only MLM", "mlm": "MLM", "rtd": "RTD", "mlm+rtd": "MLM+RTD"}
+LABELS = {"none": "no pre-training", "code-only": "code-only MLM"}  # any other variant: its objectives in capitals
 
 
 @dataclass(frozen=True)
@@ -119,7 +148,8 @@ class Variant:
     def name(self) -> str:  # the row label, e.g. "MLM+RTD" or "init + MLM"
         if self.objective == "init":
             return "init"
-        return f"init + {LABELS[self.objective]}" if self.from_init else LABELS[self.objective]
+        label = LABELS.get(self.objective, self.objective.upper())
+        return f"init + {label}" if self.from_init else label
 
     @property
     def slug(self) -> str:  # folder and unit name, e.g. "mlm-rtd" or "init-mlm"
@@ -216,6 +246,8 @@ class Runner:
 
     def _barrier(self) -> None:
         if self.world > 1:
+# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+            # stay instant.
             import torch.distributed as dist
 
             if dist.is_initialized():
@@ -242,9 +274,11 @@ def _stage_config(cls: type, scale: str, section: str | None, flags: dict[str, A
 
 
 def main(cfg: ReproduceConfig) -> dict[str, Any]:
+# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # stay instant.
     from transformers.utils import logging as hf_logging
 
-    from codebert.train_loop import setup_distributed
+    from codebert.training.loop import setup_distributed
 
     hf_logging.disable_progress_bar()
     setup_distributed()  # under torchrun: join the group now, so that every unit can end on a barrier
@@ -257,9 +291,9 @@ def main(cfg: ReproduceConfig) -> dict[str, Any]:
         raise UserError(f"--data {cfg.data}: no language folders with CodeSearchNet files")
     cfg.out.mkdir(parents=True, exist_ok=True)
     common = {"threads": cfg.threads or None, "progress": cfg.progress}
-    needs_generators = any(v.objective in ("rtd", "mlm+rtd") for v in variants)
+    with_generators = any(needs_generators(v.objective) for v in variants)
     zero_shot = cfg.init is not None and _is_sentence_encoder(cfg.init)
-    plan = {"tokenizer": 1, "generators": int(needs_generators), "pretrain": len(variants),
+    plan = {"tokenizer": 1, "generators": int(with_generators), "pretrain": len(variants),
             "search": len(budget.baselines) + int(zero_shot) + len(variants) * len(budget.cross_languages) + len(variants) * (len(languages) if budget.search_per_language else 1),
             "probe": 1 + len(variants), "code2nl": len(variants), "unseen": len(variants) if cfg.unseen else 0}
     runner = Runner(cfg, plan)
@@ -269,7 +303,7 @@ def main(cfg: ReproduceConfig) -> dict[str, Any]:
     tokenizer = Path(resolve(cfg.init)) if cfg.init else cfg.out / "tokenizer"
     runner.run("tokenizer", "tokenizer", lambda: _tokenizer(cfg, tokenizer))
     generators = cfg.out / "generators"
-    if needs_generators:
+    if with_generators:
         runner.run("generators", "generators", lambda: _generators(cfg, tokenizer, generators, languages))
 
     # 3. pre-training
@@ -322,7 +356,9 @@ def main(cfg: ReproduceConfig) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     runner.say("report" if "report" in cfg.stages else "report: stage not selected, skipped")
     if runner.rank == 0 and "report" in cfg.stages:
-        from codebert import reproduce_report
+# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+        # stay instant.
+        from codebert.experiments import report as reproduce_report
 
         figures = reproduce_report.write(cfg, budget, variants, languages, runner.figures, started)
     return figures
@@ -335,7 +371,9 @@ def _model_path(cfg: ReproduceConfig, variant: Variant) -> str:
 
 
 def _tokenizer(cfg: ReproduceConfig, out: Path) -> dict[str, Any]:
-    from codebert import tokenizer as stage
+# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # stay instant.
+    from codebert.pretrain import tokenizer as stage
     from codebert.backbone import load_tokenizer
 
     if cfg.init:
@@ -346,7 +384,9 @@ def _tokenizer(cfg: ReproduceConfig, out: Path) -> dict[str, Any]:
 
 
 def _generators(cfg: ReproduceConfig, tokenizer: Path, out: Path, languages: list[str]) -> dict[str, Any]:
-    from codebert import generators as stage
+# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # stay instant.
+    from codebert.pretrain import generators as stage
 
     return stage.fit_main(_stage_config(stage.FitGeneratorsConfig, cfg.scale, "generators",
                                         {"data": str(cfg.data), "tokenizer": str(tokenizer), "out": str(out), "languages": languages}))
@@ -354,18 +394,21 @@ def _generators(cfg: ReproduceConfig, tokenizer: Path, out: Path, languages: lis
 
 def _pretrain(cfg: ReproduceConfig, variant: Variant, tokenizer: Path, generators: Path, languages: list[str],
               common: dict[str, Any]) -> dict[str, Any]:
-    from codebert import pretrain
+# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # stay instant.
+    from codebert.pretrain import stage as pretrain
 
     if variant.objective == "init":
         return {"out": str(cfg.init), "step": 0}
     run = cfg.out / "pretrain" / variant.slug
     if variant.objective == "none":
         return _random_model(cfg, variant, tokenizer, run / "final")
+    pretrain_objective = "mlm" if variant.objective == "code-only" else variant.objective
     flags = {
         "data": str(cfg.data), "out": str(run), "tokenizer": str(tokenizer), "languages": languages, "resume": "auto",
-        "objective": "mlm" if variant.objective == "code-only" else variant.objective,
+        "objective": pretrain_objective,
         "modality": "code" if variant.objective == "code-only" else "bimodal",
-        "generators": str(generators) if "rtd" in variant.objective else None,
+        "generators": str(generators) if needs_generators(pretrain_objective) else None,
         "init": cfg.init if variant.from_init else None, **common,
     }
     return pretrain.main(_stage_config(pretrain.PretrainConfig, cfg.scale, "pretrain", flags))
@@ -373,10 +416,12 @@ def _pretrain(cfg: ReproduceConfig, variant: Variant, tokenizer: Path, generator
 
 def _random_model(cfg: ReproduceConfig, variant: Variant, tokenizer: Path, out: Path) -> dict[str, Any]:
     """The 'no pre-training' row: random weights of the scale's shape, saved like any checkpoint."""
+# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # stay instant.
     import torch
 
-    from codebert import pretrain
-    from codebert.modeling import new_model
+    from codebert.pretrain import stage as pretrain
+    from codebert.pretrain.model import new_model
     from codebert.backbone import load_tokenizer
 
     shape = _stage_config(pretrain.PretrainConfig, cfg.scale, "pretrain",
@@ -392,6 +437,8 @@ def _random_model(cfg: ReproduceConfig, variant: Variant, tokenizer: Path, out: 
 
 
 def _baseline(cfg: ReproduceConfig, budget: Budget, kind: str, tokenizer: Path, languages: list[str], common: dict[str, Any]) -> dict[str, Any]:
+# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # stay instant.
     from codebert.search import baselines
 
     flags = {"kind": kind, "data": str(cfg.data), "out": str(cfg.out / "search" / kind), "language": languages,
@@ -405,6 +452,8 @@ _BASELINE_LABELS = {"bm25": "BM25", "nbow": "NBoW", "cnn": "1D-CNN", "birnn": "B
 
 def _search(cfg: ReproduceConfig, budget: Budget, variant: Variant, model: str, languages: list[str], run: Path,
             common: dict[str, Any]) -> dict[str, Any]:
+# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # stay instant.
     from codebert.search import evaluate, finetune
 
     flags = {"model": model, "data": str(cfg.data), "out": str(run), "mode": budget.search_mode, "language": languages,
@@ -422,6 +471,8 @@ def _search(cfg: ReproduceConfig, budget: Budget, variant: Variant, model: str, 
 def _search_cross(cfg: ReproduceConfig, budget: Budget, variant: Variant, model: str, language: str, run: Path,
                   common: dict[str, Any]) -> dict[str, Any]:
     """The paper's own search model (a pair classifier) on one language, its test protocol bounded."""
+# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # stay instant.
     from codebert.search import evaluate, finetune
 
     flags = {"model": model, "data": str(cfg.data), "out": str(run), "mode": "cross", "language": [language], "resume": "auto", **common}
@@ -436,12 +487,16 @@ def _search_cross(cfg: ReproduceConfig, budget: Budget, variant: Variant, model:
 
 
 def _is_sentence_encoder(init: str) -> bool:
+# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # stay instant.
     from codebert.search.evaluate import zero_shot_spec
 
     return zero_shot_spec(init) is not None
 
 
 def _zero_shot(cfg: ReproduceConfig, budget: Budget, languages: list[str], common: dict[str, Any]) -> dict[str, Any]:
+# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # stay instant.
     from codebert.search import evaluate
 
     return evaluate.main(_stage_config(evaluate.SearchEvaluateConfig, None, None, {
@@ -451,6 +506,8 @@ def _zero_shot(cfg: ReproduceConfig, budget: Budget, languages: list[str], commo
 
 
 def _probe_items(cfg: ReproduceConfig, budget: Budget, out: Path, languages: list[str]) -> dict[str, Any]:
+# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # stay instant.
     from codebert import probe
 
     return probe.build_main(_stage_config(probe.ProbeBuildConfig, None, None, {
@@ -458,6 +515,8 @@ def _probe_items(cfg: ReproduceConfig, budget: Budget, out: Path, languages: lis
 
 
 def _probe(cfg: ReproduceConfig, variant: Variant, model: str, items: Path, common: dict[str, Any]) -> dict[str, Any]:
+# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # stay instant.
     from codebert import probe
 
     return probe.run_main(_stage_config(probe.ProbeRunConfig, None, None, {
@@ -467,7 +526,9 @@ def _probe(cfg: ReproduceConfig, variant: Variant, model: str, items: Path, comm
 
 def _code2nl(cfg: ReproduceConfig, budget: Budget, variant: Variant, model: str, data: Path, languages: list[str],
              run: Path, common: dict[str, Any]) -> dict[str, Any]:
-    from codebert import code2nl
+# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # stay instant.
+    from codebert.code2nl import stage as code2nl
 
     flags = {"model": model, "data": str(data), "out": str(run), "language": languages, "resume": "auto", **common}
     tuned = code2nl.finetune_main(_stage_config(code2nl.Code2nlFinetuneConfig, cfg.scale, "code2nl", flags))

@@ -134,6 +134,7 @@ def pretraining_class(masked_lm_class: type) -> type:
 
 
 def class_for(config) -> type:
+    # Imported here: the masked-LM class registry of transformers, resolved only when a family is asked for.
     from transformers import MODEL_FOR_MASKED_LM_MAPPING
 
     if config.model_type not in MLM_HEADS or type(config) not in MODEL_FOR_MASKED_LM_MAPPING:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from codebert.config import option
-from codebert.corpus.jsonl import atomic_write
+from codebert.io import atomic_write
 from codebert.errors import UserError
 
 PRETRAIN_PANELS = ["mlm_loss", "rtd_loss", "rtd_acc", "valid_mlm_acc", "valid_rtd_acc"]
@@ -57,9 +57,11 @@ def read_metrics(run: Path) -> list[dict[str, Any]]:
 
 
 def main(cfg: PlotConfig) -> dict[str, Any]:
+    # Imported here: matplotlib only when a figure is drawn.
     import matplotlib
 
     matplotlib.use("Agg")  # no screen needed
+    # Imported here: matplotlib only when a figure is drawn.
     import matplotlib.pyplot as plt
 
     labels = cfg.labels or [run.name for run in cfg.runs]

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codebert import generators as generators_stage
-from codebert import tokenizer as tokenizer_stage
-from codebert.backbone import PACKAGED_MINILM, resolve
+from codebert.pretrain import generators as generators_stage
+from codebert.pretrain import tokenizer as tokenizer_stage
+from codebert.backbone import PACKAGED_MINILM, load_tokenizer, resolve
 from codebert.config import load_config, option, read_preset
 from codebert.corpus import build
-from codebert.corpus.jsonl import atomic_write
+from codebert.io import atomic_write
 from codebert.errors import UserError
 
 
@@ -102,6 +102,8 @@ def main(cfg: QuickstartConfig) -> dict[str, Any]:
     steps = 8 if source is not None else 6
     if cfg.data is not None:
         print(f"[1/{steps}] corpus: {cfg.data} (CodeSearchNet layout)", flush=True)
+# Imported here: each step's modules (torch, transformers) only when it runs: `quickstart --help` and option errors
+        # stay instant.
         from codebert.corpus.stats import StatsConfig
         from codebert.corpus.stats import main as stats_main
 
@@ -126,8 +128,6 @@ def main(cfg: QuickstartConfig) -> dict[str, Any]:
         tok = tokenizer_stage.main(tok_cfg)
         print(tokenizer_stage.render(tok), flush=True)
     else:
-        from codebert.backbone import load_tokenizer
-
         print(f"\n[2/{steps}] tokenizer: the backbone's own ({cfg.init})", flush=True)
         tokenizer = load_tokenizer(init)
         tok = {"out": init, "vocab_size": len(tokenizer), "kind": type(tokenizer).__name__}
@@ -142,7 +142,7 @@ def main(cfg: QuickstartConfig) -> dict[str, Any]:
 
     what = "a tiny MLM+RTD model from scratch" if init is None else f"MLM+RTD continued from {cfg.init}"
     print(f"\n[4/{steps}] pre-training: {what}, {cfg.pretrain_steps} steps or {cfg.pretrain_minutes:g} minutes", flush=True)
-    from codebert import pretrain  # imports torch: only now that it is needed
+    from codebert.pretrain import stage as pretrain  # imports torch: only now that it is needed
 
     flags = {
         "data": str(data), "out": str(cfg.out / "pretrain"), "generators": str(cfg.out / "generators"),
@@ -156,6 +156,8 @@ def main(cfg: QuickstartConfig) -> dict[str, Any]:
     clock.lap("pre-training")
 
     print(f"\n[5/{steps}] code search: the model fine-tuned as a bi-encoder, {cfg.search_steps} steps or {cfg.search_minutes:g} minutes", flush=True)
+# Imported here: each step's modules (torch, transformers) only when it runs: `quickstart --help` and option errors
+    # stay instant.
     from codebert.search import evaluate as search_evaluate
     from codebert.search import finetune as search_finetune
 
@@ -191,7 +193,10 @@ def main(cfg: QuickstartConfig) -> dict[str, Any]:
     idx, answers = None, []
     if source is not None:
         print(f"\n[7/{steps}] index: every function of {source}", flush=True)
-        from codebert import index as index_stage
+# Imported here: each step's modules (torch, transformers) only when it runs: `quickstart --help` and option errors
+        # stay instant.
+        from codebert.tool import index as index_stage
+        from codebert.tool import query as query_stage
 
         idx = index_stage.main(index_stage.IndexConfig(paths=[source], model=bi["out"], out=cfg.out / "index",
                                                        progress=cfg.progress, threads=cfg.threads))
@@ -200,8 +205,8 @@ def main(cfg: QuickstartConfig) -> dict[str, Any]:
 
         print(f"\n[8/{steps}] example queries", flush=True)
         for text in cfg.queries:
-            found = index_stage.query_main(index_stage.QueryConfig(index=cfg.out / "index", text=text, k=3, snippet_lines=2))
-            print(index_stage.query_render(found) + "\n", flush=True)
+            found = query_stage.query_main(query_stage.QueryConfig(index=cfg.out / "index", text=text, k=3, snippet_lines=2))
+            print(query_stage.query_render(found) + "\n", flush=True)
             answers.append({"query": text, "top": [f"{r['path']}:{r['start_line']} {r['name']}" for r in found["results"]]})
         clock.lap("example queries")
     figures = {

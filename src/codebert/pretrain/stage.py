@@ -18,27 +18,25 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from codebert import objectives
-from codebert.config import option, to_dict
+from codebert.pretrain import objectives
+from codebert.config import option
 from codebert.errors import UserError
-from codebert.generators import NgramGenerator, gather_contexts
+from codebert.pretrain.generators import NgramGenerator, gather_contexts
 from codebert.backbone import load_tokenizer, max_tokens
 from codebert.inputs import Layout
-from codebert.modeling import ModelConfig, load_model, new_model
-from codebert.pretrain_data import Batch, BucketedBatches, EncodedCorpus, collate, encode_corpus
-from codebert.report import numeric_table
-from codebert.train_loop import LoopConfig, Trainer, seed_everything, setup_distributed
+from codebert.pretrain.model import ModelConfig, load_model, new_model
+from codebert.pretrain.data import Batch, EncodedCorpus, collate, encode_corpus
+from codebert.tables import numeric_table
+from codebert.training.loop import LoopConfig
+from codebert.training.stage import TrainingStage, save_with_tokenizer
 
 log = logging.getLogger(__name__)
-
-Objective = Literal["mlm", "rtd", "mlm+rtd"]
-
 
 @dataclass(kw_only=True)
 class PretrainConfig(LoopConfig):
     data: Path = option(help="corpus folder (CodeSearchNet layout): train, valid and unimodal files")
     out: Path = option(help="run folder: step-NNNNNNNN/ checkpoints, final/, metrics.jsonl, tensorboard/")
-    objective: Objective = option("mlm+rtd", "pre-training objective")
+    objective: str = option("mlm+rtd", "pre-training objectives joined by '+' (registered: mlm, rtd; objectives.OBJECTIVES)")
     tokenizer: Path | None = option(None, "tokenizer folder (default: the one inside --init)")
     generators: Path | None = option(None, "folder with nl.npz and code.npz from `codebert generators fit` (needed for rtd)")
     init: str | None = option(None, "start from this model (a folder of ours or of any BERT/RoBERTa-family encoder, `minilm` for the packaged all-MiniLM-L6-v2, a hub id online) instead of from scratch")
@@ -78,7 +76,11 @@ class PretrainConfig(LoopConfig):
             problems.append(f"--data {self.data}: no such folder")
         if self.tokenizer is None and self.init is None:
             problems.append("--tokenizer: required when not starting from --init")
-        if "rtd" in self.objective and self.generators is None:
+        try:
+            objectives.parse(self.objective)
+        except ValueError as exc:
+            return problems + [str(exc)]
+        if objectives.needs_generators(self.objective) and self.generators is None:
             problems.append(f"--generators: required for --objective {self.objective}")
         if self.generators is not None and not (self.generators / "nl.npz").is_file():
             problems.append(f"--generators {self.generators}: no nl.npz/code.npz (run `codebert generators fit`)")
@@ -103,8 +105,7 @@ class PretrainConfig(LoopConfig):
         for name in ("mlm_weight", "rtd_weight"):
             if not getattr(self, name) >= 0:
                 problems.append(f"--{name.replace('_', '-')}: must be >= 0")
-        weights = {"mlm": self.mlm_weight, "rtd": self.rtd_weight}
-        if all(weights[part] == 0 for part in self.objective.split("+")):
+        if all(objective_weight(self, part.name) == 0 for part in objectives.parse(self.objective)):
             problems.append(f"--mlm-weight/--rtd-weight: --objective {self.objective} has nothing to learn with its weights at 0")
         for name in ("valid_examples", "max_records"):
             if getattr(self, name) < 0:
@@ -180,51 +181,45 @@ class Corruptor:
 
 
 def make_loss_fn(cfg: PretrainConfig, corruptor: Corruptor, rng: TorchRng, device: torch.device):
-    use_mlm, use_rtd = "mlm" in cfg.objective, "rtd" in cfg.objective
+    """The loss of `--objective`: each named objective's view of the batch (objectives.OBJECTIVES),
+    stacked into one forward pass, their losses summed with their weights."""
+    parts = objectives.parse(cfg.objective)
+    uses_rtd_head = any(part.head == "rtd" for part in parts)
 
     def loss_fn(model, batch: Batch) -> dict[str, Any]:
-        bimodal = ~batch.unimodal
-        # MLM reads pairs (paper §3.4); the code-only baseline masks every row, pairs having lost their docs.
-        masked_rows = bimodal if cfg.modality == "bimodal" else torch.ones_like(bimodal)
-        inputs, masks, mlm_rows = [], [], 0
-        if use_mlm:
-            masked, selected_m = corruptor.masked(batch, rng.generator, masked_rows)
-            inputs.append(masked[masked_rows])
-            masks.append(batch.attention_mask[masked_rows])
-            mlm_rows = int(masked_rows.sum())
-        if use_rtd:
-            rtd_rows = torch.ones_like(bimodal) if cfg.unimodal_rtd else bimodal
-            corrupted, is_replaced, selected_r = corruptor.corrupted(batch, rng.generator, rtd_rows)
-            inputs.append(corrupted[rtd_rows])
-            masks.append(batch.attention_mask[rtd_rows])
-        input_ids = torch.cat(inputs).to(device)  # (B_mlm + B_rtd, T): both views in one forward
-        attention = torch.cat(masks).to(device)
-        mlm_positions = None
-        if use_mlm:
-            mlm_positions = torch.zeros_like(input_ids, dtype=torch.bool)
-            mlm_positions[:mlm_rows] = selected_m[masked_rows].to(device)
-        out = model(input_ids, attention, mlm_positions=mlm_positions, rtd=use_rtd)
+        views = [part.view(batch, part.rows(batch, cfg), corruptor, rng.generator) for part in parts]
+        input_ids = torch.cat([view.input_ids for view in views]).to(device)  # (sum of rows, T): every view in one forward
+        attention = torch.cat([batch.attention_mask[view.rows] for view in views]).to(device)
+        spans, start = [], 0
+        mlm_positions = torch.zeros_like(input_ids, dtype=torch.bool) if any(p.head == "mlm" for p in parts) else None
+        for part, view in zip(parts, views):
+            spans.append((start, start + len(view.input_ids)))
+            if part.head == "mlm":
+                mlm_positions[start : start + len(view.input_ids)] = view.positions.to(device)
+            start += len(view.input_ids)
+        out = model(input_ids, attention, mlm_positions=mlm_positions, rtd=uses_rtd_head)
         metrics: dict[str, Any] = {}
         loss = torch.zeros((), device=device)
-        if use_mlm:
-            targets = batch.input_ids[masked_rows][selected_m[masked_rows]].to(device)
-            mlm = objectives.mlm_loss(out.mlm_logits, targets)
-            correct, total = objectives.mlm_accuracy(out.mlm_logits.detach(), targets)
-            metrics.update(mlm_loss=mlm.detach(), mlm_acc=correct / max(total, 1))
-            loss = loss + cfg.mlm_weight * mlm
-        if use_rtd:
-            logits = out.rtd_logits[mlm_rows:]
-            labels = is_replaced[rtd_rows].to(device)
-            valid = attention[mlm_rows:].bool()
-            rtd = objectives.rtd_loss(logits, labels, valid)
-            correct, total = objectives.rtd_accuracy(logits.detach(), labels, valid)
-            replaced = int(labels.sum()) / max(int(selected_r[rtd_rows].sum()), 1)
-            metrics.update(rtd_loss=rtd.detach(), rtd_acc=correct / max(total, 1), replaced_rate=replaced)
-            loss = loss + cfg.rtd_weight * rtd
+        predicted = 0  # MLM logits come row-major over the stacked rows: each MLM view takes its count
+        for part, view, (begin, end) in zip(parts, views, spans):
+            if part.head == "mlm":
+                count = int(view.positions.sum())
+                logits = out.mlm_logits[predicted : predicted + count]
+                predicted += count
+            else:
+                logits = out.rtd_logits[begin:end]
+            part_loss, part_metrics = part.loss(logits, view, attention[begin:end])
+            metrics.update(part_metrics)
+            loss = loss + objective_weight(cfg, part.name) * part_loss
         metrics["loss"] = loss
         return metrics
 
     return loss_fn
+
+
+def objective_weight(cfg: PretrainConfig, name: str) -> float:
+    """`--NAME-weight` where the config has it (mlm, rtd: the paper's plain sum, 1 each), else 1."""
+    return getattr(cfg, f"{name.replace('-', '_')}_weight", 1.0)
 
 
 def make_evaluate(cfg: PretrainConfig, corruptor: Corruptor, valid: EncodedCorpus, device: torch.device):
@@ -268,15 +263,9 @@ def load_generators(folder: Path | None) -> dict[str, NgramGenerator] | None:
 
 
 def main(cfg: PretrainConfig) -> dict[str, Any]:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # one bar per checkpoint write would bury ours
-    dist_info, device = setup_distributed()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
+    stage = TrainingStage(cfg)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.init)
-    generators = load_generators(cfg.generators) if ("rtd" in cfg.objective or cfg.generators) else None
+    generators = load_generators(cfg.generators) if (objectives.needs_generators(cfg.objective) or cfg.generators) else None
     if generators is not None:
         for name, generator in generators.items():
             if generator.vocab_size != len(tokenizer):
@@ -293,30 +282,22 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
     log.info("model: %.1fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
 
     code_only = cfg.modality == "code"
-    with_unimodal = code_only or ("rtd" in cfg.objective and cfg.unimodal_rtd)
+    with_unimodal = code_only or (objectives.reads_unimodal(cfg.objective) and cfg.unimodal_rtd)
     train = encode_corpus(cfg.data, tokenizer, "train", cfg.languages, include_unimodal=with_unimodal, max_records=cfg.max_records, code_only=code_only)
     # Validation stays on pairs for every run, so that valid MLM accuracy compares across variants.
     valid = encode_corpus(cfg.data, tokenizer, "valid", cfg.languages, include_unimodal=False, max_records=cfg.max_records)
     corruptor = Corruptor(cfg, tokenizer, generators)
-    batches = BucketedBatches(train, cfg.batch_size, cfg.max_length, cfg.seed, dist_info.rank, dist_info.world,
-                              collate_fn=functools.partial(collate, layout=corruptor.layout))
-    rng = TorchRng(cfg.seed * 1000 + dist_info.rank)
-
-    def save_model(m, folder: Path) -> None:
-        m.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-
-    trainer = Trainer(
-        cfg, model, make_loss_fn(cfg, corruptor, rng, device), batches, cfg.out, save_model,
-        evaluate=make_evaluate(cfg, corruptor, valid, device), stateful={"masking_rng": rng},
-        run_config=to_dict(cfg), dist_info=dist_info, device=device,
+    rng = TorchRng(cfg.seed * 1000 + stage.dist.rank)
+    figures = stage.fit(
+        model, make_loss_fn(cfg, corruptor, rng, stage.device), train, functools.partial(collate, layout=corruptor.layout),
+        cfg.max_length, save_with_tokenizer(tokenizer), evaluate=make_evaluate(cfg, corruptor, valid, stage.device),
+        stateful={"masking_rng": rng},
         # --frozen-steps (beyond the paper): the pre-trained encoder, word embeddings included (so
         # the MLM decoder tied to them too), holds still while the MLM head's transform and bias
         # and the RTD head learn from it.
         frozen=list(model.base_model.parameters()) if cfg.frozen_steps else None,
     )
-    figures = trainer.fit(cfg.resume)
-    figures.update(out=str(cfg.out / "final"), examples=len(train), objective=cfg.objective)
+    figures.update(out=str(cfg.out / "final"), objective=cfg.objective)
     return figures
 
 

@@ -9,7 +9,7 @@ Endpoints
   GET /api/health            liveness
   GET /docs                  the API, described from /openapi.json on one page that works offline
 Speed: queries arriving together are encoded and searched as one batch (`Batcher`), with the
-index's ONNX query encoder where it has one (`codebert.query_encoder`); the list's snippets are
+index's ONNX query encoder where it has one (`codebert.tool.query_encoder`); the list's snippets are
 plain text that the page marks, and the syntax highlighting of one function is bounded
 (MAX_HIGHLIGHT characters, MAX_TERMS words, one pass). A re-index is picked up within a second.
 Safety: loopback by default; queries of at most 1,000 characters on every endpoint, k in [1, 100],
@@ -79,6 +79,7 @@ def _terms_pattern(terms: list[str]) -> re.Pattern | None:
 
 def highlight(code: str, language: str, terms: list[str]) -> str:
     """Syntax-highlighted HTML of code (Pygments), query words wrapped in <mark>."""
+    # Imported here: fastapi, uvicorn, pygments, torch and the index only when serving: `serve --help` stays instant.
     from pygments import highlight as pyg_highlight
     from pygments.formatters import HtmlFormatter
     from pygments.lexers import get_lexer_by_name
@@ -129,8 +130,10 @@ class Searcher:
     `codebert index` (the manifest names it) without a restart."""
 
     def __init__(self, folder: Path, threads: int = 0, precision: str = "auto"):
-        from codebert.encoder import TextEncoder
-        from codebert.index import IndexStore
+# Imported here: fastapi, uvicorn, pygments, torch and the index only when serving: `serve --help` stays instant.
+        # 
+        from codebert.tool.embed import TextEncoder
+        from codebert.tool.store import IndexStore
 
         self.folder, self.threads = folder, threads
         store = IndexStore(folder)  # its manifest names the model (and a folder that is no index fails here)
@@ -169,7 +172,9 @@ class Searcher:
 
     def current(self):
         """The newest complete generation (looked for at most every RELOAD_SECONDS)."""
-        from codebert.index import IndexStore, read_manifest
+# Imported here: fastapi, uvicorn, pygments, torch and the index only when serving: `serve --help` stays instant.
+        # 
+        from codebert.tool.store import IndexStore, read_manifest
 
         now = time.monotonic()
         if now - self.checked < RELOAD_SECONDS:
@@ -203,6 +208,8 @@ class TorchTopK:
     DELTA = 2.0**-7  # bound on |bf16 score - fp32 score| for unit vectors (2^-8 inputs, 2^-9 output, margin)
 
     def __init__(self, vectors: np.ndarray, coarse: bool):
+# Imported here: fastapi, uvicorn, pygments, torch and the index only when serving: `serve --help` stays instant.
+        # 
         import torch
 
         self.torch = torch
@@ -289,12 +296,13 @@ def _docs_page(schema: dict[str, Any]) -> str:
 
 
 def create_app(index: Path, threads: int = 0, precision: str = "auto"):
+    # Imported here: fastapi, uvicorn, pygments, torch and the index only when serving: `serve --help` stays instant.
     from fastapi import FastAPI, Query, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    from codebert.index import highlight_terms
+    from codebert.tool.query import highlight_terms
 
     searcher = Searcher(index, threads, precision)
     batcher = Batcher(searcher)
@@ -394,6 +402,8 @@ def create_app(index: Path, threads: int = 0, precision: str = "auto"):
 
     @app.get("/style.css", include_in_schema=False)
     def style():
+# Imported here: fastapi, uvicorn, pygments, torch and the index only when serving: `serve --help` stays instant.
+        # 
         from pygments.formatters import HtmlFormatter
 
         return Response(HtmlFormatter().get_style_defs(".code"), media_type="text/css")
@@ -402,6 +412,7 @@ def create_app(index: Path, threads: int = 0, precision: str = "auto"):
 
 
 def main(cfg: ServeConfig) -> dict[str, Any]:
+    # Imported here: fastapi, uvicorn, pygments, torch and the index only when serving: `serve --help` stays instant.
     import uvicorn
 
     if not (cfg.index / "manifest.json").is_file():

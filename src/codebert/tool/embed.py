@@ -11,7 +11,6 @@ and normalised again, so the end of a long function counts as much as its start.
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -23,22 +22,13 @@ from tqdm import tqdm
 from codebert.backbone import load_tokenizer, max_tokens, resolve
 from codebert.errors import UserError
 from codebert.inputs import Layout
-from codebert.pretrain_data import encode_texts
-from codebert.search.models import SearchSpec, load_bi_encoder, single_inputs
-from codebert.train_loop import resolve_precision
+from codebert.inputs import encode_texts
+from codebert.search.models import SearchSpec, load_bi_encoder, pooling_of, single_inputs
+from codebert.training.loop import resolve_precision
+from codebert.tool.query_encoder import GRAPH_FILE, TOKENIZER_FILE, QueryEncoderSpec
+from dataclasses import asdict
 
 log = logging.getLogger(__name__)
-
-
-def pooling_of(folder: Path) -> str:
-    spec = SearchSpec.read(folder)
-    if spec is not None:
-        return spec.pooling
-    st_pooling = folder / "1_Pooling" / "config.json"
-    if st_pooling.is_file():
-        config = json.loads(st_pooling.read_text())
-        return "cls" if config.get("pooling_mode_cls_token") else "mean"
-    return "mean"
 
 
 def windows(ids: np.ndarray, size: int) -> list[np.ndarray]:
@@ -54,6 +44,7 @@ def windows(ids: np.ndarray, size: int) -> list[np.ndarray]:
 
 class TextEncoder:
     def __init__(self, model: str | Path, max_length: int = 0, threads: int = 0, precision: str = "fp32"):
+        # Imported here: transformers only when an encoder is loaded.
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -147,13 +138,11 @@ class TextEncoder:
         return True
 
     def export_query_encoder(self, out: Path, model_id: str) -> bool:
-        """Write the lean query path's files (`codebert.query_encoder`) to `out`: this model (known to
+        """Write the lean query path's files (`codebert.tool.query_encoder`) to `out`: this model (known to
         the index as `model_id`) as an
         ONNX graph, its tokenizer as a `tokenizers` file, the layout and query length. False (and
         a logged reason) when it cannot: a tokenizer with no fast backend, an export failure."""
-        from dataclasses import asdict
 
-        from codebert.query_encoder import GRAPH_FILE, TOKENIZER_FILE, QueryEncoderSpec
 
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
         if backend is None:

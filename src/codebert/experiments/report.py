@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from codebert.config import to_dict
-from codebert.corpus.jsonl import atomic_write
+from codebert.io import atomic_write
 from codebert.errors import UserError
-from codebert.report import duration, format_table
+from codebert.tables import duration, format_table
 from codebert.search.metrics import random_ranker_mrr
 from codebert.search.table import LANGUAGE_ORDER, markdown_table
 
@@ -156,14 +156,16 @@ def probe_flags(run: dict[str, Any], setting: str) -> str | None:
 
 def code2nl_flags(rows: list[dict[str, Any]]) -> dict[str, str]:
     """Rows whose decoder wrote at most 5% distinct documents: their BLEU measures a constant."""
-    from codebert.code2nl import is_constant
+    # Imported here: torch (code2nl) and matplotlib only when the report needs them.
+    from codebert.code2nl.stage import is_constant
 
     return {r["label"]: f"{r['distinct_predictions']} distinct of {r['predictions']} documents" for r in rows
             if "distinct_predictions" in r and is_constant(r["distinct_predictions"], r["predictions"])}
 
 
 def _plot(runs: list[Path], labels: list[str], metrics: list[str], out: Path, title: str = "") -> str | None:
-    from codebert import plot
+    # Imported here: torch (code2nl) and matplotlib only when the report needs them.
+    from codebert.experiments import plot
 
     pairs = [(r, l) for r, l in zip(runs, labels) if (r / "metrics.jsonl").is_file()]
     if not pairs:

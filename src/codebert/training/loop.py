@@ -380,6 +380,7 @@ class Trainer:
         if not self.dist.main:
             return None
         try:
+            # Imported here: tensorboard (slow to import) only when a run writes its logs.
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             log.warning("tensorboard is not installed: metrics go to metrics.jsonl only")

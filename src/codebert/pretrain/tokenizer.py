@@ -63,6 +63,7 @@ def training_texts(data: Path, languages: list[str], max_records: int, report: R
 
 def train(cfg: TrainTokenizerConfig):
     """Learn byte-level BPE merges and return a transformers RobertaTokenizer holding them."""
+    # Imported here: tokenizers and transformers only when training: `tokenizer train --help` stays instant.
     from tokenizers import ByteLevelBPETokenizer
     from transformers import RobertaTokenizer
 
@@ -98,16 +99,6 @@ def save(tokenizer, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
         for item in staged.iterdir():
             item.replace(out / item.name)
-
-
-def nl_text(record: dict[str, Any]) -> str:
-    """The NL side of a pair, as CodeBERT's reference scripts build it: doc tokens joined by spaces."""
-    return " ".join(record["docstring_tokens"])
-
-
-def code_text(record: dict[str, Any]) -> str:
-    """The code side of a pair: code tokens joined by spaces (comments and docstring already out)."""
-    return " ".join(record["code_tokens"])
 
 
 def main(cfg: TrainTokenizerConfig) -> dict[str, Any]:

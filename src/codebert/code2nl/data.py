@@ -1,0 +1,106 @@
+"""The pairs of code-to-documentation generation: read, encoded, batched, and laid out for the model.
+
+Data: CodeSearchNet jsonl (code_tokens -> docstring_tokens), or the CodeNN format (`--format
+codenn`: tab-separated id, question id, title, code, label; the title is the target). Sources and
+targets are wrapped in the tokenizer's single layout (`<s> text </s>`, `[CLS] text [SEP]`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from codebert.corpus.jsonl import ReadReport, iter_corpus
+from codebert.errors import UserError
+from codebert.inputs import ROBERTA, Layout
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Pairs:
+    ids: list[str]  # example ids (CodeNN ids, or "<language>-<n>")
+    sources: list[str]  # code text
+    targets: list[list[str]]  # reference docs (several for CodeNN evaluation files)
+
+
+def read_csn(data: Path, split: str, languages: list[str], max_records: int) -> Pairs:
+    out = Pairs([], [], [])
+    counters: dict[str, int] = {}
+    for lang, _, record in iter_corpus(data, (split,), languages or None, max_records, ReadReport()):
+        n = counters[lang] = counters.get(lang, 0) + 1
+        out.ids.append(f"{lang}-{n - 1}")
+        out.sources.append(" ".join(record["code_tokens"]))
+        out.targets.append([" ".join(record["docstring_tokens"])])
+    if not out.ids:
+        raise UserError(f"{data}: no {split} records")
+    return out
+
+
+def read_codenn(path: Path, references: Path | None = None, max_records: int = 0) -> Pairs:
+    """CodeNN lines: id, question id, title, code, label (tab-separated); `references`: id<TAB>title lines."""
+    out = Pairs([], [], [])
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (FileNotFoundError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read ({exc})") from None
+    skipped = 0
+    for line in lines:
+        cols = line.split("\t")
+        if len(cols) < 4:
+            skipped += 1
+            continue
+        out.ids.append(cols[0])
+        out.targets.append([cols[2]])
+        out.sources.append(cols[3])
+        if max_records and len(out.ids) >= max_records:
+            break
+    if skipped:
+        log.warning("%s: %d lines without the 5 CodeNN columns skipped", path, skipped)
+    if references is not None:
+        refs: dict[str, list[str]] = {}
+        for line in references.read_text(encoding="utf-8").splitlines():
+            if "\t" in line:
+                rid, text = line.split("\t", 1)
+                refs.setdefault(rid, []).append(text)
+        out.targets = [refs.get(i, t) for i, t in zip(out.ids, out.targets)]
+    if not out.ids:
+        raise UserError(f"{path}: no CodeNN lines (id, question id, title, code, label)")
+    return out
+
+
+@dataclass
+class EncodedPairs:
+    sources: list[np.ndarray]
+    targets: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def lengths(self, max_length: int) -> np.ndarray:
+        return np.minimum(np.array([len(s) for s in self.sources]) + 2, max_length)
+
+
+@dataclass
+class Seq2SeqBatch:
+    source_ids: torch.Tensor  # (B, S) <s> code </s>
+    source_mask: torch.Tensor
+    target_ids: torch.Tensor  # (B, T) <s> doc </s>
+    target_mask: torch.Tensor
+
+    def num_tokens(self) -> int:
+        return int(self.source_mask.sum() + self.target_mask.sum())
+
+
+def wrap(ids: np.ndarray, max_length: int, layout: Layout = ROBERTA) -> list[int]:
+    """A source or target in the tokenizer's single layout (`<s> text </s>`, `[CLS] text [SEP]`)."""
+    return layout.single(ids, max_length)
+
+
+def bos_eos(layout: Layout) -> tuple[int, int]:
+    """The tokens a target starts and ends with: the first and last special token of a single input."""
+    return layout.prefix[0], layout.suffix[-1]

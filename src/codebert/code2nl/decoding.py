@@ -1,0 +1,257 @@
+"""Turning a code2nl model into text: the cached decoder, beam search (and its plain oracle), `generate`.
+
+As the reference (CodeBERT/code2nl/model.py): a beam search of size 10 whose hypotheses are ranked
+by the sum of token log-probabilities (no length penalty) and end at `</s>`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from codebert.backbone import position_offset
+from codebert.code2nl.data import bos_eos, wrap
+from codebert.code2nl.model import Seq2Seq
+from codebert.inputs import Layout
+from codebert.inputs import encode_texts
+
+
+class IncrementalDecoder:
+    """`Seq2Seq.decode` one position at a time, with cached keys and values: what beam search calls.
+
+    `nn.TransformerDecoder` recomputes every prefix position at every step and has no cache, and the
+    output projection then runs over all positions: for a 64-token doc that is ~30x the work of the
+    last position alone. This class runs the same layers (post-norm `nn.TransformerDecoderLayer`,
+    the only kind `Seq2Seq` builds) on the newest token only, keeps each layer's self-attention keys
+    and values of the earlier positions, and projects the memory's keys and values once. Its logits
+    equal the last position of `Seq2Seq.decode` up to float rounding (tests/test_code2nl.py).
+    Rows are hypotheses; `select(rows)` keeps and reorders them (beam re-ranking, ended sources).
+    The memory stays one entry per source (a beam's rows share it, their queries are grouped by
+    source for the cross-attention): copying it for every row at every step cost more than the
+    decoding itself; it is compacted only when a source has no row left.
+    """
+
+    def __init__(self, model: Seq2Seq, memory: torch.Tensor, memory_mask: torch.Tensor):
+        self.model = model
+        self.layers = list(model.decoder.layers)
+        for layer in self.layers:
+            if layer.norm_first or not layer.self_attn.batch_first or layer.self_attn.in_proj_weight is None:
+                raise ValueError("IncrementalDecoder supports post-norm batch-first decoder layers with packed projections")
+        self.heads = self.layers[0].self_attn.num_heads
+        embeddings = model.encoder.embeddings
+        self.padding_idx = model.encoder.config.pad_token_id
+        # RoBERTa numbers positions from padding_idx + 1 and skips padding; BERT counts every position from 0.
+        self.roberta_positions = position_offset(model.encoder.config) > 0
+        self.steps = 0
+        self.memory_keys, self.memory_values = [], []
+        for layer in self.layers:
+            _, w_k, w_v = layer.multihead_attn.in_proj_weight.chunk(3)
+            _, b_k, b_v = layer.multihead_attn.in_proj_bias.chunk(3)
+            self.memory_keys.append(self._heads(F.linear(memory, w_k, b_k)))
+            self.memory_values.append(self._heads(F.linear(memory, w_v, b_v)))
+        self.memory_attend = (memory_mask != 0)[:, None, None, :]  # (sources, 1, 1, length): True = attend
+        self._set_sources(torch.arange(memory.shape[0], device=memory.device))  # rows start as one per source
+        self.keys: list[torch.Tensor | None] = [None] * len(self.layers)
+        self.values: list[torch.Tensor | None] = [None] * len(self.layers)
+        # RoBERTa numbers positions by counting non-padding tokens (padding stays at padding_idx):
+        # counted per row so that a generated padding token shifts positions as in `decode`.
+        self.non_padding = torch.zeros(memory.shape[0], dtype=torch.long, device=memory.device)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        rows, length, width = x.shape
+        return x.view(rows, length, self.heads, width // self.heads).transpose(1, 2)
+
+    def _merge(self, x: torch.Tensor) -> torch.Tensor:
+        rows, heads, length, size = x.shape
+        return x.transpose(1, 2).reshape(rows, length, heads * size)
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits (rows, V) of the token after each row's prefix, `tokens` (rows,) being its newest token."""
+        if self.roberta_positions:
+            is_token = tokens != self.padding_idx
+            self.non_padding = self.non_padding + is_token.long()
+            positions = torch.where(is_token, self.non_padding + self.padding_idx, self.padding_idx)
+        else:
+            positions = torch.full_like(tokens, self.steps)
+        self.steps += 1
+        x = self.model.encoder.embeddings(input_ids=tokens[:, None], position_ids=positions[:, None])
+        for i, layer in enumerate(self.layers):
+            attention = layer.self_attn
+            q, k, v = F.linear(x, attention.in_proj_weight, attention.in_proj_bias).chunk(3, dim=-1)
+            k, v = self._heads(k), self._heads(v)
+            if self.keys[i] is not None:
+                k, v = torch.cat([self.keys[i], k], dim=2), torch.cat([self.values[i], v], dim=2)
+            self.keys[i], self.values[i] = k, v
+            a = F.scaled_dot_product_attention(self._heads(q), k, v)  # the newest position sees every earlier one
+            x = layer.norm1(x + attention.out_proj(self._merge(a)))
+            cross = layer.multihead_attn
+            w_q, _, _ = cross.in_proj_weight.chunk(3)
+            b_q, _, _ = cross.in_proj_bias.chunk(3)
+            a = self._cross_attention(self._heads(F.linear(x, w_q, b_q)), i)
+            x = layer.norm2(x + cross.out_proj(self._merge(a)))
+            x = layer.norm3(x + layer.linear2(layer.activation(layer.linear1(x))))
+        if self.model.decoder.norm is not None:
+            x = self.model.decoder.norm(x)
+        return self.model.lm_head(torch.tanh(self.model.dense(x)))[:, 0]
+
+    def _cross_attention(self, queries: torch.Tensor, layer: int) -> torch.Tensor:
+        """Attention of each row's query (rows, heads, 1, size) over its source's memory."""
+        source, slot = self.source_of_row, self.slot_of_row
+        grouped = queries.new_zeros(self.memory_keys[layer].shape[0], self.heads, self.slots, queries.shape[-1])
+        grouped[source, :, slot] = queries[:, :, 0]
+        out = F.scaled_dot_product_attention(grouped, self.memory_keys[layer], self.memory_values[layer], attn_mask=self.memory_attend)
+        return out[source, :, slot][:, :, None]
+
+    def _set_sources(self, source_of_row: torch.Tensor) -> None:
+        """Each row's source, and its place among the rows of that source (0, 1, ...), in row order.
+
+        Set once per `select`, not per layer and step: every cross-attention of a step reads it.
+        """
+        order = torch.argsort(source_of_row, stable=True)
+        ordered = source_of_row[order]
+        slots = torch.empty_like(order)
+        slots[order] = torch.arange(len(order), device=order.device) - torch.searchsorted(ordered, ordered)
+        self.source_of_row, self.slot_of_row, self.slots = source_of_row, slots, int(slots.max()) + 1
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep the given rows (indices into the current rows, repeats allowed), in that order."""
+        kept, source_of_row = torch.unique(self.source_of_row[rows], return_inverse=True)
+        if len(kept) < self.memory_attend.shape[0]:  # some sources have no row left: drop their memory
+            self.memory_keys = [k[kept] for k in self.memory_keys]
+            self.memory_values = [v[kept] for v in self.memory_values]
+            self.memory_attend = self.memory_attend[kept]
+        self._set_sources(source_of_row)
+        self.keys = [None if k is None else k[rows] for k in self.keys]
+        self.values = [None if v is None else v[rows] for v in self.values]
+        self.non_padding = self.non_padding[rows]
+
+
+@torch.inference_mode()
+def beam_search(model: Seq2Seq, source_ids: torch.Tensor, source_mask: torch.Tensor, beam: int, max_length: int,
+                bos: int = 0, eos: int = 2) -> list[list[int]]:
+    """Best hypothesis per source (without <s> and </s>): sum of log-probabilities, no length penalty.
+
+    Every source has its own beam (the reference's rule): at each step its open hypotheses are
+    extended by their 2 x beam best (hypothesis, token) pairs in score order; a pair ending in </s>
+    is an ended hypothesis, the others fill the beam until it holds `beam`. A source's search stops
+    when nothing is left open, or when `beam` hypotheses have ended and no open one can still beat
+    the best ended one (scores only decrease), or at `max_length` tokens (<s> included); its answer
+    is its best ended hypothesis, or its best open one when none ended. All sources of the batch are
+    searched together (their open hypotheses are the rows of one `IncrementalDecoder`), which
+    changes the cost, not the result: tests/test_code2nl.py checks it against a one-source search.
+    """
+    sources = source_ids.shape[0]
+    memory = model.encode(source_ids, source_mask)
+    decoder = IncrementalDecoder(model, memory, source_mask)
+    device = source_ids.device
+    # Open hypotheses: rows grouped by source; `owner[r]` is the row's source, `history` its tokens after <s>.
+    owner = list(range(sources))
+    history = torch.empty(sources, 0, dtype=torch.long, device=device)
+    scores = torch.zeros(sources, device=device)
+    newest = torch.full((sources,), bos, dtype=torch.long, device=device)
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(sources)]
+    answer: list[list[int] | None] = [None] * sources
+    for _ in range(max_length - 1):
+        log_probs = torch.log_softmax(decoder.step(newest).float(), dim=-1)
+        vocab = log_probs.shape[-1]
+        candidates = scores[:, None] + log_probs
+        keep_rows, keep_tokens, keep_scores, keep_owner = [], [], [], []
+        for source, group in itertools.groupby(range(len(owner)), key=owner.__getitem__):
+            rows_of_source = list(group)  # contiguous: rows are kept grouped by source
+            start, end = rows_of_source[0], rows_of_source[-1] + 1
+            flat = candidates[start:end].reshape(-1)
+            top_scores, top = flat.topk(min(2 * beam, flat.numel()))
+            next_rows, next_tokens, next_scores = [], [], []
+            for score, index in zip(top_scores.tolist(), top.tolist()):
+                origin, token = divmod(index, vocab)
+                if token == eos:
+                    finished[source].append((score, history[start + origin].tolist()))
+                else:
+                    next_rows.append(start + origin)
+                    next_tokens.append(token)
+                    next_scores.append(score)
+                if len(next_rows) == beam:
+                    break
+            best_finished = max((s for s, _ in finished[source]), default=-math.inf)
+            if not next_rows or (len(finished[source]) >= beam and max(next_scores) < best_finished):
+                answer[source] = max(finished[source], key=lambda f: f[0])[1]
+            else:
+                keep_rows += next_rows
+                keep_tokens += next_tokens
+                keep_scores += next_scores
+                keep_owner += [source] * len(next_rows)
+        if not keep_rows:
+            break
+        rows = torch.tensor(keep_rows, device=device)
+        newest = torch.tensor(keep_tokens, device=device)
+        history = torch.cat([history[rows], newest[:, None]], dim=1)
+        scores = torch.tensor(keep_scores, device=device)
+        owner = keep_owner
+        decoder.select(rows)
+    for row, source in enumerate(owner):  # reached max_length: the first (best) open row of each source
+        if answer[source] is None and not finished[source]:
+            finished[source].append((float(scores[row]), history[row].tolist()))
+    for source in range(sources):
+        if answer[source] is None:
+            answer[source] = max(finished[source], key=lambda f: f[0])[1]
+    return answer
+
+
+@torch.inference_mode()
+def plain_beam_search(model: Seq2Seq, ids: torch.Tensor, mask: torch.Tensor, beam: int, max_length: int,
+                      bos: int = 0, eos: int = 2) -> list[int]:
+    """`beam_search`'s rule written plainly, for one unpadded source (1, S): every prefix re-decoded in full.
+
+    Kept beside the fast one as its oracle: the tests and benchmarks/code2nl_generation.py check
+    that both give the same hypotheses, and the benchmark measures the speed-up against it.
+    """
+    memory = model.encode(ids, mask)
+    prefixes, scores, finished = torch.full((1, 1), bos, device=ids.device), torch.zeros(1, device=ids.device), []
+    for _ in range(max_length - 1):
+        n = prefixes.shape[0]
+        logits = model.decode(memory.expand(n, -1, -1), mask.expand(n, -1), prefixes)[:, -1].float()
+        candidates = (scores[:, None] + torch.log_softmax(logits, dim=-1)).view(-1)
+        top_scores, top = candidates.topk(min(2 * beam, candidates.numel()))
+        next_prefixes, next_scores = [], []
+        for score, flat in zip(top_scores.tolist(), top.tolist()):
+            origin, token = divmod(flat, logits.shape[-1])
+            if token == eos:
+                finished.append((score, prefixes[origin, 1:].tolist()))
+            else:
+                next_prefixes.append(torch.cat([prefixes[origin], prefixes.new_tensor([token])]))
+                next_scores.append(score)
+            if len(next_prefixes) == beam:
+                break
+        if not next_prefixes or (len(finished) >= beam and max(next_scores) < max(s for s, _ in finished)):
+            break
+        prefixes, scores = torch.stack(next_prefixes), torch.tensor(next_scores, device=ids.device)
+    if not finished:
+        finished.append((float(scores[0]), prefixes[0, 1:].tolist()))
+    return max(finished, key=lambda f: f[0])[1]
+
+
+def generate(model: Seq2Seq, tokenizer, sources: list[str], beam: int, batch_size: int = 16, progress: bool = False) -> list[str]:
+    """Docs written for each source (ordered as given), decoded to text."""
+    model.eval()
+    spec = model.spec
+    layout = Layout.of(tokenizer)
+    bos, eos = bos_eos(layout)
+    encoded = encode_texts(tokenizer, sources)
+    out: list[str] = [""] * len(sources)
+    order = np.argsort([len(e) for e in encoded], kind="stable")
+    device = next(model.parameters()).device
+    bar = tqdm(total=len(sources), desc="generate", unit="doc", dynamic_ncols=True, disable=not progress)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        ids, mask = layout.pad([wrap(encoded[i], spec.max_source_length, layout) for i in idx])
+        hyps = beam_search(model, ids.to(device), mask.to(device), beam, spec.max_target_length, bos, eos)
+        for i, hyp in zip(idx, hyps):
+            out[i] = tokenizer.decode(hyp, skip_special_tokens=True).strip()
+        bar.update(len(idx))
+    bar.close()
+    return out

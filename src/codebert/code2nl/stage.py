@@ -1,0 +1,221 @@
+"""`codebert code2nl finetune|generate|evaluate`: code-to-documentation generation (paper §4.3-4.4).
+
+The commands around CodeBERT's `code2nl` Seq2Seq (model.py), its beam search (decoding.py) and its
+pairs (data.py). Conventions of the reference (CodeBERT/code2nl/run.py): lengths 256 (source) and
+64 (target); lr 5e-5, batch 64; beam size 10; validation by smoothed BLEU-4 (`codebert bleu`), the
+best kept in best/.
+Data: CodeSearchNet jsonl (code_tokens -> docstring_tokens), or the CodeNN format (`--format
+codenn`: tab-separated id, question id, title, code, label; the title is the target).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from transformers.utils import logging as hf_logging
+
+from codebert.bleu import corpus_bleu, split_punctuation
+from codebert.code2nl.data import EncodedPairs, Pairs, Seq2SeqBatch, read_codenn, read_csn, wrap
+from codebert.code2nl.decoding import generate
+from codebert.code2nl.model import DECODER_FILE, SPEC_FILE, Seq2SeqSpec, load_seq2seq, save_seq2seq
+from codebert.config import option
+from codebert.io import atomic_write
+from codebert.errors import UserError
+from codebert.inputs import Layout
+from codebert.inputs import encode_texts
+from codebert.tables import format_table, numeric_table
+from codebert.training.stage import FinetuneConfig, TrainingStage, load_wrapped_encoder
+from codebert.backbone import load_tokenizer
+
+
+# ------------------------------------------------------------------------------------ configs
+@dataclass(kw_only=True)
+class Code2nlFinetuneConfig(FinetuneConfig):
+    """The paper's settings (§4.3) are the defaults: lr 5e-5, batch 64, 6 decoder layers, 256 code
+    and 64 doc tokens, beam 10; best/ keeps the model at the best validation BLEU."""
+
+    model: str = option(help="pre-trained checkpoint whose encoder reads the code")
+    data: Path = option(help="corpus folder (CodeSearchNet layout), or a CodeNN training file with --format codenn")
+    out: Path = option(help="run folder: checkpoints, best/ (highest validation BLEU), final/")
+    format: Literal["csn", "codenn"] = option("csn", "data format")
+    valid_data: Path | None = option(None, "CodeNN validation file (--format codenn)")
+    decoder_layers: int = option(6, "Transformer decoder layers (the paper: 6)")
+    max_source_length: int = option(256, "code tokens (the paper: 256)")
+    max_target_length: int = option(64, "doc tokens (the paper: 64)")
+    beam_size: int = option(10, "beam of generation (the paper: 10)")
+    valid_beam_size: int = option(1, "beam at validation (1: greedy; faster)")
+    epochs: float = option(10.0, "passes over the training set when --max-steps is 0")
+    best_metric: str = option("bleu", "validation metric that picks best/")
+
+    def validate(self) -> list[str]:
+        problems = self.validate_finetune()
+        if self.format == "csn" and not self.data.is_dir():
+            problems.append(f"--data {self.data}: no such folder")
+        if self.format == "codenn":
+            if not self.data.is_file():
+                problems.append(f"--data {self.data}: no such file")
+            if self.valid_data is None or not self.valid_data.is_file():
+                problems.append("--valid-data: a CodeNN validation file is required with --format codenn")
+        if not 8 <= self.max_source_length <= 512 or not 4 <= self.max_target_length <= 512:
+            problems.append("--max-source-length must be in [8, 512], --max-target-length in [4, 512]")
+        if self.decoder_layers < 1:
+            problems.append("--decoder-layers: must be >= 1")
+        if self.beam_size < 1 or self.valid_beam_size < 1:
+            problems.append("--beam-size and --valid-beam-size: must be >= 1")
+        return problems
+
+    def spec(self) -> Seq2SeqSpec:
+        return Seq2SeqSpec(self.decoder_layers, self.max_source_length, self.max_target_length, self.beam_size)
+
+
+def _read(cfg, split: str) -> Pairs:
+    if cfg.format == "codenn":
+        return read_codenn(cfg.data if split == "train" else cfg.valid_data, max_records=cfg.max_records)
+    return read_csn(cfg.data, split, cfg.language, cfg.max_records)
+
+
+def bleu_of(predictions: list[str], pairs: Pairs) -> float:
+    """Smoothed BLEU-4 exactly as the evaluator reads files (lower-cased, punctuation split)."""
+    references = {i: [split_punctuation(t.strip().lower()) for t in targets] for i, targets in zip(pairs.ids, pairs.targets)}
+    preds = {i: split_punctuation(p.strip().lower()) for i, p in zip(pairs.ids, predictions)}
+    return corpus_bleu(references, preds)[0]
+
+
+def finetune_main(cfg: Code2nlFinetuneConfig) -> dict[str, Any]:
+    stage = TrainingStage(cfg)
+    device = stage.device
+    tokenizer = load_tokenizer(cfg.model)
+    train, valid = _read(cfg, "train"), _read(cfg, "valid")
+    if cfg.valid_examples and len(valid.ids) > cfg.valid_examples:
+        keep = np.random.default_rng(cfg.seed).choice(len(valid.ids), cfg.valid_examples, replace=False)
+        valid = Pairs([valid.ids[i] for i in keep], [valid.sources[i] for i in keep], [valid.targets[i] for i in keep])
+    spec = cfg.spec()
+    model = load_seq2seq(cfg.model, spec, from_scratch=cfg.from_scratch, dropout=cfg.dropout)
+    model.spec = spec
+    corpus = EncodedPairs(encode_texts(tokenizer, train.sources), encode_texts(tokenizer, [t[0] for t in train.targets]))
+    layout = Layout.of(tokenizer)
+
+    def collate(c: EncodedPairs, indices, max_length: int) -> Seq2SeqBatch:
+        src = layout.pad([wrap(c.sources[i], spec.max_source_length, layout) for i in indices])
+        tgt = layout.pad([wrap(c.targets[i], spec.max_target_length, layout) for i in indices])
+        return Seq2SeqBatch(*src, *tgt)
+
+    def loss_fn(m, batch: Seq2SeqBatch) -> dict[str, Any]:
+        moved = Seq2SeqBatch(*(t.to(device) for t in (batch.source_ids, batch.source_mask, batch.target_ids, batch.target_mask)))
+        return {"loss": m(moved)}
+
+    def evaluate(m) -> dict[str, float]:
+        predictions = generate(m, tokenizer, valid.sources, cfg.valid_beam_size)
+        return {"bleu": bleu_of(predictions, valid)}
+
+    def save_model(m, folder: Path) -> None:
+        save_seq2seq(m, tokenizer, folder)
+
+    def load_model(m, folder: Path) -> None:
+        # save_seq2seq's layout: the encoder's own folder plus the decoder file under model keys.
+        load_wrapped_encoder(m, folder, extra=folder / DECODER_FILE)
+
+    figures = stage.fit(model, loss_fn, corpus, collate, spec.max_source_length, save_model, load_model=load_model,
+                        evaluate=evaluate)
+    figures.update(out=str(cfg.out / "best"))
+    return figures
+
+
+def finetune_render(figures: dict[str, Any]) -> str:
+    return numeric_table(figures) + f"\nbest model saved to {figures['out']}"
+
+
+@dataclass
+class Code2nlEvaluateConfig:
+    model: Path = option(help="fine-tuned code2nl folder (best/ of `code2nl finetune`)")
+    data: Path = option(help="corpus folder (CodeSearchNet layout), or a CodeNN file with --format codenn")
+    out: Path = option(help="folder for predictions.txt, references.txt and results.json")
+    format: Literal["csn", "codenn"] = option("csn", "data format")
+    references: Path | None = option(None, "CodeNN references (id<TAB>title, several per id) for --format codenn")
+    split: str = option("test", "split to generate for (csn)")
+    language: list[str] = option([], "languages (csn; empty: all, each scored on its own)")
+    beam_size: int = option(0, "beam (0: the model's, 10 as the paper)")
+    max_records: int = option(0, "generate for at most this many records per language (0: all)")
+    batch_size: int = option(16, "sources per batch")
+    label: str = option("", "row name in tables (default: the model folder)")
+    threads: int = option(0, "CPU threads for torch (0: torch's default)")
+    progress: bool = option(True, "show a progress bar")
+
+    def validate(self) -> list[str]:
+        problems = [] if self.data.exists() else [f"--data {self.data}: not found"]
+        if self.beam_size < 0:
+            problems.append("--beam-size: must be >= 0 (0: the model's)")
+        if self.batch_size < 1:
+            problems.append("--batch-size: must be >= 1")
+        if self.max_records < 0 or self.threads < 0:
+            problems.append("--max-records and --threads: must be >= 0")
+        return problems
+
+
+def generate_main(cfg: Code2nlEvaluateConfig) -> dict[str, Any]:
+    """Predictions (and references) written to --out; no score."""
+    return evaluate_main(cfg, score=False)
+
+
+def evaluate_main(cfg: Code2nlEvaluateConfig, score: bool = True) -> dict[str, Any]:
+    hf_logging.disable_progress_bar()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if not (cfg.model / SPEC_FILE).is_file():
+        raise UserError(f"{cfg.model}: no {SPEC_FILE}; fine-tune it first with `codebert code2nl finetune`")
+    tokenizer = load_tokenizer(cfg.model)
+    model = load_seq2seq(cfg.model).eval()
+    beam = cfg.beam_size or model.spec.beam_size
+    if cfg.format == "codenn":
+        groups = {"csharp": read_codenn(cfg.data, cfg.references, cfg.max_records)}
+    else:
+        languages = cfg.language or sorted({i.split("-")[0] for i in read_csn(cfg.data, cfg.split, [], 1).ids})
+        groups = {lang: read_csn(cfg.data, cfg.split, [lang], cfg.max_records) for lang in languages}
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, Any] = {"model": str(cfg.model), "label": cfg.label or cfg.model.parent.name, "beam": beam}
+    pred_lines, ref_lines, written = [], [], []
+    for lang, pairs in groups.items():
+        predictions = generate(model, tokenizer, pairs.sources, beam, cfg.batch_size, cfg.progress)
+        written += predictions
+        if score:
+            figures[lang] = bleu_of(predictions, pairs)
+        figures[f"{lang}_examples"] = len(pairs.ids)
+        pred_lines += [f"{i}\t{p}\n" for i, p in zip(pairs.ids, predictions)]
+        ref_lines += [f"{i}\t{t}\n" for i, targets in zip(pairs.ids, pairs.targets) for t in targets]
+    figures["languages"] = list(groups)
+    if score:
+        figures["macro_bleu"] = float(np.mean([figures[lang] for lang in groups]))
+    # A decoder that writes the same document for every function scores a BLEU that measures the
+    # constant, not the model: the count says so beside the score.
+    figures["distinct_predictions"] = len(set(written))
+    figures["predictions"] = len(written)
+    for name, lines in (("predictions.txt", pred_lines), ("references.txt", ref_lines)):
+        with atomic_write(cfg.out / name) as f:
+            f.writelines(lines)
+    with atomic_write(cfg.out / "results.json") as f:
+        f.write(json.dumps(figures, indent=2) + "\n")
+    return figures
+
+
+def evaluate_render(figures: dict[str, Any]) -> str:
+    if "macro_bleu" not in figures:
+        total = sum(figures[f"{lang}_examples"] for lang in figures["languages"])
+        return f"{total} docs generated (beam {figures['beam']}): predictions.txt and references.txt in the output folder"
+    rows = [[lang, figures[lang], figures[f"{lang}_examples"]] for lang in figures["languages"]]
+    rows.append(["macro-average", figures["macro_bleu"], sum(figures[f"{l}_examples"] for l in figures["languages"])])
+    text = format_table(["language", "smoothed BLEU-4", "examples"], rows)
+    if "distinct_predictions" in figures:
+        text += f"\n{figures['distinct_predictions']:,} distinct documents for {figures['predictions']:,} functions"
+        if is_constant(figures["distinct_predictions"], figures["predictions"]):
+            text += " (nearly constant output: the BLEU measures that constant, not the model's reading of the code)"
+    return text
+
+
+def is_constant(distinct: int, total: int) -> bool:
+    """A nearly constant generator: at most 5% distinct documents (and more than one function)."""
+    return total > 1 and distinct <= max(1, 0.05 * total)

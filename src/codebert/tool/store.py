@@ -1,0 +1,211 @@
+"""The search index on disk, and searching it (`codebert index` writes it, `codebert query` and
+`codebert serve` read it).
+
+An index folder holds, for generation g (bumped by every update):
+  meta-g.sqlite   files (path, root, language, content hash) and functions (name, language,
+                  line span, text) in SQLite
+  vectors-g.npy   one unit vector per function (rows aligned with ids-g.npy, the function ids),
+                  rows grouped by language (the manifest's `language_rows`), so that a language
+                  filter is a slice
+  faiss-g.index   FAISS over those vectors: HNSW (M = 32, efConstruction 128) above --exact-limit
+                  (100,000) vectors; below it, search is exact, one matrix product over vectors-g.npy
+  query-encoder/  the encoder as an ONNX graph with its tokenizer (`codebert.tool.query_encoder`):
+                  `codebert query` answers without importing torch
+  manifest.json   the current generation, the model and the counts; written last, so a run
+                  killed at any moment leaves the previous index intact
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codebert.errors import UserError
+
+MANIFEST = "manifest.json"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, root TEXT NOT NULL, language TEXT NOT NULL, sha256 TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS functions (
+    id INTEGER PRIMARY KEY, file_id INTEGER NOT NULL REFERENCES files(id), name TEXT NOT NULL, language TEXT NOT NULL,
+    start_line INTEGER NOT NULL, end_line INTEGER NOT NULL, text TEXT NOT NULL,
+    tokens TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS functions_file ON functions(file_id);
+"""
+
+
+# ------------------------------------------------------------------------------------- storage
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    path = folder / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise UserError(f"{path}: damaged index manifest; remove the folder and index again") from None
+
+
+def build_faiss(vectors: np.ndarray, ids: np.ndarray, exact_limit: int):
+    # Imported here: faiss only for HNSW (exact search is a numpy product; `codebert query` stays lean).
+    import faiss
+
+    dim = vectors.shape[1] if vectors.ndim == 2 and vectors.shape[0] else 1
+    if len(ids) > exact_limit:
+        inner = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        # efConstruction 128 rather than FAISS's 40: recall@10 0.987 -> 0.999 at 100k vectors and
+        # 0.974 -> 0.996 at 250k (efSearch 128), for 2.3x the build time (docs/scale.md).
+        inner.hnsw.efConstruction = 128
+        inner.hnsw.efSearch = 128
+    else:
+        inner = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIDMap2(inner)
+    if len(ids):
+        index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+    return index
+
+
+class IndexStore:
+    """A read-only view of one generation of an index folder."""
+
+    def __init__(self, folder: Path):
+        manifest = read_manifest(folder)
+        if manifest is None:
+            raise UserError(f"{folder}: not an index (no {MANIFEST}); build one with `codebert index`")
+        self.folder, self.manifest = folder, manifest
+        g = manifest["generation"]
+        # The manifest names a generation whose files may since have been deleted or not copied
+        # along with it: say which, rather than let SQLite or FAISS fail with a bare message.
+        missing = [name for name in (f"meta-{g}.sqlite", f"faiss-{g}.index", f"vectors-{g}.npy", f"ids-{g}.npy")
+                   if not (folder / name).is_file()]
+        if missing:
+            raise UserError(f"{folder}: damaged index, {MANIFEST} names generation {g} but {', '.join(missing)} "
+                            f"{'is' if len(missing) == 1 else 'are'} missing; remove the folder and index again")
+        self.db = sqlite3.connect(f"file:{folder / f'meta-{g}.sqlite'}?mode=ro", uri=True, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(functions)")}
+        self._tokens = "f.tokens" if "tokens" in columns else "'' AS tokens"  # an index made before --rerank
+        self._selectors: dict[str, tuple[Any, Any]] = {}  # language -> (FAISS id selector, search parameters)
+
+    @functools.cached_property
+    def faiss(self):
+        """The generation's FAISS index (read on first use: exact search works on the vectors)."""
+        # Imported here: faiss only for HNSW (exact search is a numpy product; `codebert query` stays lean).
+        import faiss
+
+        return faiss.read_index(str(self.folder / f"faiss-{self.manifest['generation']}.index"))
+
+    @functools.cached_property
+    def exact(self) -> tuple[np.ndarray, np.ndarray, dict[str, slice]]:
+        """(vectors, ids, language -> rows) of the generation, rows grouped by language.
+
+        Exact search is one matrix product: numpy's BLAS runs a batch of queries against every row
+        several times faster than FAISS's flat index does here (docs/scale.md, docs/results.md),
+        and grouping the rows by language makes a language filter a contiguous slice, never a scan."""
+        g = self.manifest["generation"]
+        vectors = np.load(self.folder / f"vectors-{g}.npy")
+        ids = np.load(self.folder / f"ids-{g}.npy")
+        rows = self.manifest.get("language_rows")
+        if rows is None:  # an index made before the rows were grouped at index time: group them now
+            language_of = dict(self.db.execute("SELECT id, language FROM functions").fetchall())
+            vectors, ids, rows = group_by_language(vectors, ids, language_of)
+        return np.ascontiguousarray(vectors, dtype=np.float32), ids, {lang: slice(a, b) for lang, (a, b) in rows.items()}
+
+    def _exact_search(self, queries: np.ndarray, k: int, language: str | None) -> list[list[tuple[int, float]]]:
+        vectors, ids, slices = self.exact
+        rows = slice(0, len(ids)) if language is None else slices.get(language, slice(0, 0))
+        k = min(k, rows.stop - rows.start)
+        if k == 0:
+            return [[] for _ in queries]
+        top, top_scores = self.top_k(queries, rows, k)
+        block_ids = ids[rows]
+        return [[(int(block_ids[j]), float(s)) for j, s in zip(row, row_scores)] for row, row_scores in zip(top, top_scores)]
+
+    def top_k(self, queries: np.ndarray, rows: slice, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(positions within `rows`, scores), best first, of each query's k highest inner products
+        with the vectors in `rows`. numpy here; the server swaps in a torch one (`serve.TorchTopK`)."""
+        scores = queries @ self.exact[0][rows].T  # (queries, rows)
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+
+    @functools.cached_property
+    def languages(self) -> dict[str, int]:
+        """Functions per indexed language."""
+        return dict(self.db.execute("SELECT language, COUNT(*) FROM functions GROUP BY language").fetchall())
+
+    def _only(self, language: str):
+        """HNSW search parameters that admit only `language`'s functions (one id set per language,
+        made once): the filter runs inside the search, so a rare language costs what any search
+        costs. (An exact index filters by slicing its language-grouped rows instead.)"""
+        # Imported here: faiss only for HNSW (exact search is a numpy product; `codebert query` stays lean).
+        import faiss
+
+        if language not in self._selectors:
+            ids = np.array([r[0] for r in self.db.execute("SELECT id FROM functions WHERE language = ?", (language,))], dtype=np.int64)
+            selector = faiss.IDSelectorBatch(ids)
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(128, faiss.downcast_index(self.faiss.index).hnsw.efSearch))
+            self._selectors[language] = (selector, params)  # the selector must outlive its parameters
+        return self._selectors[language][1]
+
+    def search(self, vector: np.ndarray, k: int, language: str | None = None) -> list[dict[str, Any]]:
+        """Top-k functions by cosine similarity, optionally of one language only."""
+        return self.search_many(vector.reshape(1, -1), k, [language])[0]
+
+    def search_many(self, vectors: np.ndarray, k: int, languages: list[str | None]) -> list[list[dict[str, Any]]]:
+        """`search` for a batch of query vectors (row i filtered to languages[i]): one matrix product
+        (exact) or FAISS call (HNSW) per language present, one SQLite query for every hit. A language
+        the index lacks raises UserError."""
+        unknown = sorted({lang for lang in languages if lang is not None and lang not in self.languages})
+        if unknown:
+            raise UserError(f"language {', '.join(unknown)}: not in this index (indexed: {', '.join(sorted(self.languages)) or 'none'})")
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        hits: list[list[tuple[int, float]]] = [[] for _ in range(len(vectors))]
+        total = int(self.manifest.get("functions", 0))
+        for language in set(languages):
+            rows = [i for i, lang in enumerate(languages) if lang == language]
+            if self.manifest.get("search") != "hnsw":
+                for row, found in zip(rows, self._exact_search(vectors[rows], k, language)):
+                    hits[row] = found
+                continue
+            want = min(k, total if language is None else self.languages[language])
+            if want == 0:
+                continue
+            params = None if language is None else self._only(language)
+            scores, ids = self.faiss.search(vectors[rows], want, params=params)
+            for row, row_scores, row_ids in zip(rows, scores, ids):
+                hits[row] = [(int(i), float(s)) for i, s in zip(row_ids, row_scores) if i >= 0]
+        found = self.functions(sorted({i for row in hits for i, _ in row}))
+        return [[{**found[i], "score": s} for i, s in row if i in found] for row in hits]
+
+    def functions(self, ids: list[int]) -> dict[int, dict[str, Any]]:
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self.db.execute(
+            f"SELECT f.id, f.name, f.language, f.start_line, f.end_line, f.text, {self._tokens}, files.path, files.root "
+            f"FROM functions f JOIN files ON files.id = f.file_id WHERE f.id IN ({marks})", ids).fetchall()
+        return {row["id"]: dict(row) for row in rows}
+
+    def stats(self) -> dict[str, Any]:
+        per_language = self.languages
+        files = self.db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+        return {**{k: self.manifest[k] for k in ("model", "generation", "functions", "search")}, "files": files,
+                "per_language": per_language, "roots": self.manifest.get("roots", [])}
+
+
+def group_by_language(vectors: np.ndarray, ids: np.ndarray, language_of: dict[int, str]) -> tuple[np.ndarray, np.ndarray, dict[str, list[int]]]:
+    """Rows reordered so that each language's functions are contiguous (order kept within one),
+    and {language: [first row, end row]}: a language filter is then a slice of the vectors."""
+    labels = np.array([language_of.get(int(i), "") for i in ids], dtype=object)
+    order = np.argsort(labels, kind="stable") if len(ids) else np.zeros(0, dtype=np.int64)
+    vectors, ids, labels = np.ascontiguousarray(vectors[order], dtype=np.float32), ids[order], labels[order]
+    rows: dict[str, list[int]] = {}
+    for row, label in enumerate(labels):
+        rows.setdefault(label, [row, row])[1] = row + 1
+    return vectors, ids, rows
