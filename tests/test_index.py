@@ -58,7 +58,7 @@ def test_a_function_finds_itself_first(tree, tiny_model_dir, tmp_path):
 
 def test_reindexing_encodes_only_changed_files_and_drops_deleted_ones(tree, tiny_model_dir, tmp_path):
     out = tmp_path / "idx"
-    first = build([tree], tiny_model_dir, out)
+    build([tree], tiny_model_dir, out)
     g1 = json.loads((out / "manifest.json").read_text())["generation"]
     old_ids = set(np.load(out / f"ids-{g1}.npy").tolist())
     (tree / "goproj" / "stack.go").unlink()

@@ -43,7 +43,6 @@ class IncrementalDecoder:
             if layer.norm_first or not layer.self_attn.batch_first or layer.self_attn.in_proj_weight is None:
                 raise ValueError("IncrementalDecoder supports post-norm batch-first decoder layers with packed projections")
         self.heads = self.layers[0].self_attn.num_heads
-        embeddings = model.encoder.embeddings
         self.padding_idx = model.encoder.config.pad_token_id
         # RoBERTa numbers positions from padding_idx + 1 and skips padding; BERT counts every position from 0.
         self.roberta_positions = position_offset(model.encoder.config) > 0
