@@ -156,3 +156,16 @@ def test_init_rows_from_a_bert_family_encoder_without_scratch_rows(tmp_path, cap
     assert (out / "search-cross" / "init-mlm" / "python" / "results.json").is_file()
     assert "no pre-training" not in table2 and not (out / "pretrain" / "mlm").exists()
     assert (out / "pretrain" / "init-mlm" / "final" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("only, rows", [
+    ([], ["init", "init-mlm", "init-mlm-rtd"]),  # the preset's rows: the init fine-tuned directly, then each continuation
+    (["mlm"], ["init-mlm"]),  # one continued row alone: the direct row is not run again
+    (["none", "mlm"], ["init", "init-mlm"]),  # `none` names the init fine-tuned directly
+])
+def test_variants_with_init_select_the_rows_named(only, rows):
+    from codebert.config import load_config, read_preset
+    from codebert.experiments.reproduce import Budget, variants_of
+
+    budget = load_config(Budget, read_preset("minilm", "reproduce"))
+    assert [v.slug for v in variants_of(budget, "minilm", only)] == rows

@@ -80,8 +80,9 @@ class ReproduceConfig:
                                      "`minilm` for the packaged all-MiniLM-L6-v2, a hub id online): the init=checkpoint rows")
     unseen: Path | None = option(None, "corpus folder of a language not in pre-training (e.g. C#) for Table 6; none: Table 6 is skipped")
     languages: list[str] = option([], "languages of --data to use (empty: all in the corpus)")
-    variants: list[str] = option([], "only these pre-training variants (empty: the scale's); e.g. to share the work between "
-                                     "two processes or machines writing the same --out")
+    variants: list[str] = option([], "only these pre-training variants (empty: the scale's; with --init, `none` is the init "
+                                     "fine-tuned directly); e.g. to share the work between two processes or machines "
+                                     "writing the same --out")
     stages: list[str] = option(STAGES, "stages to run; the others are skipped (their finished units still enter the report)")
     threads: int = option(0, "CPU threads for torch (0: torch's default)")
     progress: bool = option(True, "show progress bars")
@@ -158,10 +159,16 @@ class Variant:
         return ("init-" if self.from_init else "") + self.objective.replace("+", "-")
 
 
-def variants_of(budget: Budget, init: str | None) -> list[Variant]:
+def variants_of(budget: Budget, init: str | None, only: list[str] | None = None) -> list[Variant]:
+    """The rows to run. With `init`, the init fine-tuned directly (the paper's "RoBERTa" row) comes first,
+    then each variant continued from it. `only` (--variants) selects rows; there, `none` names the init row
+    too ("no continued pre-training"), so that `--variants mlm` runs the MLM row and nothing else."""
+    if only:
+        budget.variants = list(only)
     rows = [Variant(objective) for objective in budget.variants] if budget.scratch or init is None else []
     if init is not None:
-        rows.append(Variant("init", from_init=True))
+        if not only or "none" in only:
+            rows.append(Variant("init", from_init=True))
         rows += [Variant(objective, from_init=True) for objective in budget.variants if objective != "none"]
     return rows
 
@@ -283,9 +290,7 @@ def main(cfg: ReproduceConfig) -> dict[str, Any]:
     hf_logging.disable_progress_bar()
     setup_distributed()  # under torchrun: join the group now, so that every unit can end on a barrier
     budget = load_config(Budget, read_preset(cfg.scale, "reproduce"))
-    if cfg.variants:
-        budget.variants = cfg.variants
-    variants = variants_of(budget, cfg.init)
+    variants = variants_of(budget, cfg.init, cfg.variants)
     languages = cfg.languages or sorted(corpus_files(cfg.data))
     if not languages:
         raise UserError(f"--data {cfg.data}: no language folders with CodeSearchNet files")
