@@ -7,6 +7,8 @@ import json
 import pytest
 
 from codebert.cli import main as cli_main
+from codebert.config import load_config, read_preset
+from codebert.experiments.reproduce import Budget, variants_of
 from conftest import CORPUS
 
 
@@ -164,8 +166,5 @@ def test_init_rows_from_a_bert_family_encoder_without_scratch_rows(tmp_path, cap
     (["none", "mlm"], ["init", "init-mlm"]),  # `none` names the init fine-tuned directly
 ])
 def test_variants_with_init_select_the_rows_named(only, rows):
-    from codebert.config import load_config, read_preset
-    from codebert.experiments.reproduce import Budget, variants_of
-
     budget = load_config(Budget, read_preset("minilm", "reproduce"))
     assert [v.slug for v in variants_of(budget, "minilm", only)] == rows

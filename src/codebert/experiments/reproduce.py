@@ -163,13 +163,12 @@ def variants_of(budget: Budget, init: str | None, only: list[str] | None = None)
     """The rows to run. With `init`, the init fine-tuned directly (the paper's "RoBERTa" row) comes first,
     then each variant continued from it. `only` (--variants) selects rows; there, `none` names the init row
     too ("no continued pre-training"), so that `--variants mlm` runs the MLM row and nothing else."""
-    if only:
-        budget.variants = list(only)
-    rows = [Variant(objective) for objective in budget.variants] if budget.scratch or init is None else []
+    named = only or budget.variants
+    rows = [Variant(objective) for objective in named] if budget.scratch or init is None else []
     if init is not None:
         if not only or "none" in only:
             rows.append(Variant("init", from_init=True))
-        rows += [Variant(objective, from_init=True) for objective in budget.variants if objective != "none"]
+        rows += [Variant(objective, from_init=True) for objective in named if objective != "none"]
     return rows
 
 
