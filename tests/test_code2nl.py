@@ -43,8 +43,14 @@ def test_finetuning_saves_a_folder_that_reloads_to_the_same_model(c2n_run):
     out, figures = c2n_run
     best = out / "best"
     assert {"config.json", "model.safetensors", "decoder.safetensors", "code2nl.json", "tokenizer.json"} <= {p.name for p in best.iterdir()}
-    assert "best_valid_bleu" in figures
+    assert figures["best_metric"] == "loss"  # auto on a CPU: the reference's checkpoint-best-ppl rule
+    valid = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"valid_loss"' in line]
+    assert len(valid) == 2 and figures["best_valid_loss"] == min(r["valid_loss"] for r in valid)  # the lowest, not the highest
+    assert all(r["valid_shuffled_loss"] - r["valid_loss"] == pytest.approx(r["valid_shuffle_gain"]) for r in valid)
     model = load_seq2seq(best).eval()
+    # The reference's decoder layer: nn.TransformerDecoderLayer's default feed-forward width, 2048.
+    assert json.loads((best / "code2nl.json").read_text())["decoder_ffn"] == 2048
+    assert model.decoder.layers[0].linear1.out_features == 2048
     again = load_seq2seq(best).eval()
     ids = torch.tensor([[0, 10, 11, 12, 2]])
     mask = torch.ones_like(ids)
@@ -125,10 +131,10 @@ def test_batched_beam_search_equals_searching_each_source_alone(c2n_run, tiny_mo
 def test_the_model_memorises_a_few_docs(tmp_path, tiny_model_dir):
     decoder = "run"
     cfg = finetune_config(tiny_model_dir, tmp_path / decoder, max_records="8", batch_size="8",
-                          max_steps="80", learning_rate="0.01", log_every="10", valid_examples="4")
+                          max_steps="120", learning_rate="0.01", log_every="10", valid_examples="4")
     code2nl.finetune_main(cfg)
     losses = [json.loads(line)["loss"] for line in (tmp_path / decoder / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
-    assert losses[-1] < 0.25 * losses[0]  # measured: 6.5 -> ~0.5 in 80 steps at this rate
+    assert losses[-1] < 0.25 * losses[0]  # measured with the 2048-wide feed-forward: 5.8 -> ~0.7 in 120 steps at this rate
 
 
 def test_evaluate_writes_files_that_codebert_bleu_scores_the_same(c2n_run, tmp_path):
@@ -140,6 +146,40 @@ def test_evaluate_writes_files_that_codebert_bleu_scores_the_same(c2n_run, tmp_p
     assert scored == 10 and score == pytest.approx(figures["python"], abs=1e-9)
     docs = [line.split("\t", 1)[1] for line in (tmp_path / "predictions.txt").read_text().splitlines()]
     assert (figures["distinct_predictions"], figures["predictions"]) == (len(set(docs)), 10)
+    assert figures["python_shuffled_loss"] - figures["python_loss"] == pytest.approx(figures["python_shuffle_gain"])
+    assert "Does the decoder read its source?" in code2nl.evaluate_render(figures)
+
+
+def test_a_model_saved_before_the_ffn_field_keeps_the_encoders_width(tiny_model_dir):
+    model = load_seq2seq(tiny_model_dir, Seq2SeqSpec(decoder_layers=1))  # a code2nl.json without decoder_ffn reads as this
+    assert model.decoder.layers[0].linear1.out_features == model.encoder.config.intermediate_size
+
+
+def test_sources_and_docs_are_read_as_run_py_reads_them():
+    from codebert.code2nl.data import source_text, target_text
+
+    code = ["def", "f", "(", ")", ":", "return", '"""a\nb"""', "\t", "+", "1"]
+    doc = ["Adds", "one\nto", " the ", "value"]
+    # run.py: ' '.join(code_tokens).replace('\n', ' '), then ' '.join(code.strip().split()); the doc's '\n' removed
+    assert source_text(code) == 'def f ( ) : return """a b""" + 1'
+    assert target_text(doc) == "Adds oneto the value"
+
+
+def test_the_shuffle_diagnostic_is_zero_for_a_decoder_that_cannot_read_a_difference(c2n_run):
+    from codebert.code2nl.data import EncodedPairs
+    from codebert.inputs import Layout
+
+    out, _ = c2n_run
+    model, tokenizer = load_seq2seq(out / "best").eval(), load_tokenizer(out / "best")
+    layout = Layout.of(tokenizer)
+    encode = lambda text: np.array(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    targets = [encode(t) for t in ("Return the sum .", "Open a file .", "Sort it .")]
+    same = encode("def f ( x ) : return x")
+    identical = code2nl.source_shuffle_losses(model, EncodedPairs([same] * 3, targets), layout, 2, torch.device("cpu"))
+    assert identical["shuffle_gain"] == pytest.approx(0.0, abs=1e-5)  # every source the same: shuffling changes nothing
+    own = [encode(c) for c in ("def add ( a , b ) : return a + b", "def load ( p ) : return open ( p )", "x . sort ( )")]
+    varied = code2nl.source_shuffle_losses(model, EncodedPairs(own, targets), layout, 2, torch.device("cpu"))
+    assert varied["shuffle_gain"] != pytest.approx(0.0, abs=1e-5) and varied["loss"] > 0
 
 
 @pytest.mark.parametrize("distinct, total, constant", [(1, 600, True), (30, 600, True), (31, 600, False), (1, 1, False), (2, 10, False)])

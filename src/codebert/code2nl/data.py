@@ -28,14 +28,26 @@ class Pairs:
     targets: list[list[str]]  # reference docs (several for CodeNN evaluation files)
 
 
+def source_text(code_tokens: list[str]) -> str:
+    """The source as CodeBERT's code2nl/run.py reads it: tokens joined by spaces, line breaks inside
+    tokens (multi-line strings) made spaces, every run of white space collapsed to one space."""
+    return " ".join(" ".join(code_tokens).replace("\n", " ").split())
+
+
+def target_text(docstring_tokens: list[str]) -> str:
+    """The doc as run.py reads it: tokens joined by spaces, line breaks removed (not made spaces,
+    as run.py does), white space collapsed."""
+    return " ".join(" ".join(docstring_tokens).replace("\n", "").split())
+
+
 def read_csn(data: Path, split: str, languages: list[str], max_records: int) -> Pairs:
     out = Pairs([], [], [])
     counters: dict[str, int] = {}
     for lang, _, record in iter_corpus(data, (split,), languages or None, max_records, ReadReport()):
         n = counters[lang] = counters.get(lang, 0) + 1
         out.ids.append(f"{lang}-{n - 1}")
-        out.sources.append(" ".join(record["code_tokens"]))
-        out.targets.append([" ".join(record["docstring_tokens"])])
+        out.sources.append(source_text(record["code_tokens"]))
+        out.targets.append([target_text(record["docstring_tokens"])])
     if not out.ids:
         raise UserError(f"{data}: no {split} records")
     return out

@@ -2,7 +2,9 @@
 
 The model is CodeBERT's `code2nl` Seq2Seq: the pre-trained encoder reads the code tokens; a
 decoder writes the doc. Conventions of the reference (CodeBERT/code2nl/model.py):
-  * decoder: 6 Transformer layers of the encoder's width and heads (`nn.TransformerDecoder`);
+  * decoder: 6 Transformer layers of the encoder's width and heads (`nn.TransformerDecoder`), their
+    feed-forward width `nn.TransformerDecoderLayer`'s default, 2048 (run.py passes only d_model
+    and nhead), not the encoder's intermediate size;
   * target embeddings are the encoder's embedding module (words and positions), and the output
     projection is tied to the word embeddings after a dense + tanh layer;
   * targets are `<s> doc </s>`, the loss is cross-entropy on the shifted target, padding ignored.
@@ -34,6 +36,9 @@ class Seq2SeqSpec:
     max_source_length: int = 256  # code tokens, <s> and </s> included
     max_target_length: int = 64  # doc tokens, <s> and </s> included
     beam_size: int = 10  # beam of generation
+    # Decoder feed-forward width; 0: the encoder's intermediate size (what folders written before this
+    # field have). New models: 2048, the reference's (`code2nl finetune --decoder-ffn`).
+    decoder_ffn: int = 0
 
 
 class Seq2Seq(nn.Module):
@@ -42,7 +47,8 @@ class Seq2Seq(nn.Module):
         config = encoder.config
         self.encoder, self.spec = encoder, spec
         layer = nn.TransformerDecoderLayer(d_model=config.hidden_size, nhead=config.num_attention_heads,
-                                           dim_feedforward=config.intermediate_size, dropout=config.hidden_dropout_prob,
+                                           dim_feedforward=spec.decoder_ffn or config.intermediate_size,
+                                           dropout=config.hidden_dropout_prob,
                                            batch_first=True)
         self.decoder = nn.TransformerDecoder(layer, num_layers=spec.decoder_layers)
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
@@ -66,12 +72,12 @@ class Seq2Seq(nn.Module):
         return seq2seq_loss(logits, batch.target_ids, batch.target_mask)
 
 
-def seq2seq_loss(logits: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of each target token given the ones before it; padding ignored (mean over tokens)."""
+def seq2seq_loss(logits: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of each target token given the ones before it; padding ignored (mean or sum over tokens)."""
     shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
     shift_labels = target_ids[:, 1:].reshape(-1)
     active = target_mask[:, 1:].reshape(-1).bool()
-    return F.cross_entropy(shift_logits[active], shift_labels[active])
+    return F.cross_entropy(shift_logits[active], shift_labels[active], reduction=reduction)
 
 
 def save_seq2seq(model: Seq2Seq, tokenizer, folder: Path) -> None:

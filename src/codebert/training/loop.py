@@ -63,7 +63,8 @@ class LoopConfig:
     seed: int = option(0, "seed of every RNG (python, numpy, torch, data order, masking)")
     threads: int = option(0, "CPU threads for torch (0: torch's default)")
     progress: bool = option(True, "show a progress bar")
-    best_metric: str = option("", "also keep best/: the model at the validation with the highest value of this metric (e.g. mrr); empty: no best/")
+    best_metric: str = option("", "also keep best/: the model at the validation with the best value of this metric (e.g. mrr: "
+                                  "the highest; loss or a name ending in _loss: the lowest); empty: no best/")
     frozen_steps: int = option(0, "first steps in which the part of the model the stage names as frozen gets no updates "
                                   "(pretrain --init: the pre-trained encoder, so that new heads settle first); 0: none")
 
@@ -248,6 +249,11 @@ def load_folder_weights(model: torch.nn.Module, folder: Path) -> None:
     load_weights(model, weights, folder)
 
 
+def lower_is_better(metric: str) -> bool:
+    """Losses are minimised (`loss`, `valid_loss`, `mlm_loss`); every other metric (accuracy, MRR, BLEU) maximised."""
+    return metric == "loss" or metric.endswith("_loss")
+
+
 class Trainer:
     def __init__(
         self,
@@ -295,7 +301,7 @@ class Trainer:
         log.info("precision: %s", self.precision)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
         self.step = 0
-        self.best: float | None = None  # highest validation value of cfg.best_metric so far
+        self.best: float | None = None  # best validation value of cfg.best_metric so far (lower_is_better says which way)
 
     # ------------------------------------------------------------------------------ checkpoints
     def _write_checkpoint(self, name: str, with_state: bool) -> Path:
@@ -480,7 +486,7 @@ class Trainer:
             if self.cfg.best_metric not in metrics:
                 raise UserError(f"--best-metric {self.cfg.best_metric}: validation reports only {', '.join(metrics)}")
             value = float(metrics[self.cfg.best_metric])
-            if self.best is None or value > self.best:
+            if self.best is None or (value < self.best if lower_is_better(self.cfg.best_metric) else value > self.best):
                 self.best = value
                 self._write_checkpoint("best", with_state=False)
                 log.info("best/ now holds step %d (%s %.4f)", self.step, self.cfg.best_metric, value)
