@@ -80,24 +80,26 @@ def test_the_mask_survives_truncation_of_a_long_code(tiny_model_dir):
     scorer = MaskScorer(None, tokenizer, "pair", 64, torch.device("cpu"))
     item = {"nl_tokens": ["Largest", "item"], "pl_tokens": ["x"] * 200 + [MASK, "(", "items", ")"]}
     for span in (1, 3):
-        ids, first = scorer.encode(item, span)
+        ids, first, types = scorer.encode(item, span)
         assert len(ids) <= 64 and ids[first : first + span] == [tokenizer.mask_token_id] * span
-        assert ids[:1] == [tokenizer.cls_token_id] and ids.count(tokenizer.sep_token_id) == 3
+        assert ids[:1] == [tokenizer.cls_token_id] and ids.count(tokenizer.sep_token_id) == 2  # <s> NL </s> CODE </s>
+        assert types == [0] * len(ids)  # RoBERTa: one segment type
 
 
-def test_codexglue_files_with_a_separate_answers_file(tmp_path, tiny_model_dir):
+def test_codexglue_files_with_a_separate_answers_file(tmp_path, tiny_bert_dir):
     folder = tmp_path / "go"
     folder.mkdir()
     items = [{"idx": "maxmin-1", "nl_tokens": ["Largest", "of", "a", "and", "b"], "pl_tokens": ["return", MASK, "(", "a", ",", "b", ")"]},
              {"idx": "maxmin-2", "nl_tokens": ["Smallest"], "pl_tokens": ["x", ":=", MASK, "(", "a", ",", "b", ")"]}]
     (folder / "clozeTest.json").write_text(json.dumps(items))
     (tmp_path / "answers.txt").write_text("maxmin-1<CODESPLIT>max\nmaxmin-2<CODESPLIT>min\n")
-    cfg = load_config(ProbeRunConfig, None, {"model": str(tiny_model_dir), "data": str(folder / "clozeTest.json"),
+    cfg = load_config(ProbeRunConfig, None, {"model": str(tiny_bert_dir), "data": str(folder / "clozeTest.json"),
                                              "answers": str(tmp_path / "answers.txt"), "progress": "false"})
     loaded = load_items(cfg)
     assert [i["answer_class"] for i in loaded] == ["max", "min"] and {i["language"] for i in loaded} == {"go"}
     cfg.predictions = tmp_path / "out" / "predictions.txt"
     figures = run_main(cfg)
+    assert (figures["layout"], figures["scoring"]) == ("joined", "codexglue")  # CodeXGLUE's protocol for its files
     assert figures["counts"]["pl"] == {"go": 2, "all": 2} and 0 <= figures["accuracy"]["pl"]["all"] <= 1
     # One line per item in the file's order, in the answers file's format; they give the accuracy.
     lines = cfg.predictions.read_text().splitlines()
@@ -105,9 +107,48 @@ def test_codexglue_files_with_a_separate_answers_file(tmp_path, tiny_model_dir):
     picks = [line.split("<CODESPLIT>")[1] for line in lines]
     assert set(picks) <= {"max", "min"}
     assert sum(p == a for p, a in zip(picks, ["max", "min"])) / 2 == figures["accuracy"]["pl"]["all"]
-    for layout in ("joined",):
-        assert cli_main(["probe", "run", "--model", str(tiny_model_dir), "--data", str(folder / "clozeTest.json"),
-                         "--answers", str(tmp_path / "answers.txt"), "--layout", layout, "--no-progress"]) == 0
+    for scoring in ("spaced", "codexglue"):
+        assert cli_main(["probe", "run", "--model", str(tiny_bert_dir), "--data", str(folder / "clozeTest.json"),
+                         "--answers", str(tmp_path / "answers.txt"), "--layout", "pair", "--scoring", scoring, "--no-progress"]) == 0
+
+
+def test_codexglue_scoring_is_run_cloze_on_the_same_model(tiny_bert_dir):
+    # run_cloze.py, step by step: the text is nl_tokens + pl_tokens joined by spaces, tokenised, cut to
+    # 510, wrapped by build_inputs_with_special_tokens; each word is its vocabulary entry as spelled
+    # (`tokenizer.encoder[w]`); the pick is the word with the higher logit at the mask.
+    from codebert.pretrain.model import load_model
+
+    tokenizer, model = load_tokenizer(tiny_bert_dir), load_model(str(tiny_bert_dir)).eval()
+    scorer = MaskScorer(model, tokenizer, "joined", 512, torch.device("cpu"), scoring="codexglue")
+    word_ids = {w: tokenizer.get_vocab()[w] for w in ("max", "min")}
+    assert [scorer.pieces(w) for w in word_ids] == [[i] for i in word_ids.values()]
+    items = [{"nl_tokens": ["Largest", "of", "a", "and", "b"], "pl_tokens": ["return", MASK, "(", "a", ",", "b", ")"],
+              "candidates": {"max": ("max",), "min": ("min",)}},
+             {"nl_tokens": ["limits", "the", "value"], "pl_tokens": ["if", "x", ">", "self", ".", MASK, ":", "x", "=", "0"],
+              "candidates": {"max": ("max",), "min": ("min",)}}]
+    for item in items:
+        text = " ".join(item["nl_tokens"] + item["pl_tokens"]).replace(MASK, tokenizer.mask_token)
+        # build_inputs_with_special_tokens of one sequence (gone from transformers 5): [CLS] ids [SEP]
+        ids_510 = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text))[:510]
+        inputs = [tokenizer.cls_token_id, *ids_510, tokenizer.sep_token_id]
+        index = inputs.index(tokenizer.mask_token_id)
+        ids, first, _ = scorer.encode(item, 1)
+        assert (ids, first) == (inputs, index)
+        positions = torch.zeros(1, len(inputs), dtype=torch.bool)
+        positions[0, index] = True
+        with torch.no_grad():
+            logits = model(torch.tensor([inputs]), torch.ones(1, len(inputs), dtype=torch.long), mlm_positions=positions).mlm_logits[0]
+        expected = max(word_ids, key=lambda w: float(logits[word_ids[w]]))
+        assert choose(scorer, [item]) == [expected]
+
+
+def test_codexglue_scoring_needs_the_word_as_one_vocabulary_entry(tmp_path, tiny_model_dir, capsys):
+    path = tmp_path / "cloze.json"  # our byte-level BPE of 1,000 tokens has ` max` pieces, no `max` entry
+    path.write_text(json.dumps([{"idx": "a", "nl_tokens": ["x"], "pl_tokens": [MASK], "word": "max"}]))
+    assert cli_main(["probe", "run", "--model", str(tiny_model_dir), "--data", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "'max' is not one entry of the tokenizer's vocabulary (use --scoring spaced)" in err and len(err.strip().splitlines()) == 1
+    assert cli_main(["probe", "run", "--model", str(tiny_model_dir), "--data", str(path), "--no-progress", "--scoring", "spaced"]) == 0
 
 
 def test_items_without_answers_are_a_clear_error(tmp_path, tiny_model_dir, capsys):
@@ -142,7 +183,7 @@ def test_an_unwritable_predictions_path_is_a_one_line_error(tmp_path, tiny_model
     path = tmp_path / "cloze.json"
     path.write_text(json.dumps([{"idx": "a", "nl_tokens": ["x"], "pl_tokens": [MASK], "word": "max"}]))
     (tmp_path / "a-file").write_text("x")
-    assert cli_main(["probe", "run", "--model", str(tiny_model_dir), "--data", str(path), "--no-progress",
+    assert cli_main(["probe", "run", "--model", str(tiny_model_dir), "--data", str(path), "--no-progress", "--scoring", "spaced",
                      "--predictions", str(tmp_path / "a-file" / "predictions.txt")]) == 2
     err = capsys.readouterr().err
     assert "cannot write" in err and "Traceback" not in err

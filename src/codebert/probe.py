@@ -13,16 +13,23 @@ Settings built from the valid and test splits (`probe build`):
 Items are stored as a JSON list in CodeXGLUE's cloze format (`idx`, `nl_tokens`, `pl_tokens` with
 one `<mask>`), plus `word` (the answer), `language`, `setting` and `candidates`.
 
-`probe run` scores each candidate with the frozen MLM head and picks the best. Input layout: the
-paper's (NL and code as a pair, `<s> NL </s></s> CODE </s>`, tokens joined by spaces); `--layout
-joined` is CodeXGLUE's run_cloze.py (nl_tokens + pl_tokens joined into one text). Scoring rule: a
-candidate written as k BPE pieces replaces the mask by k `<mask>` tokens and scores the mean
-log-probability of its pieces at those positions (for one-piece candidates, simply its
-log-probability); a class with several surface forms (max, maximize) scores its best form.
-The public CodeXGLUE files also load (answers inside as `word`, or in `--answers` as
-`idx<CODESPLIT>word` lines); their setting is pl with candidates max and min. `--predictions`
-writes each item's pick in the same line format, in the file's order, so CodeXGLUE's evaluator
-(and a per-item analysis) reads it.
+`probe run` scores each candidate with the frozen MLM head and picks the best. Two protocols, each
+the default for its own files (`--layout auto --scoring auto`):
+  CodeXGLUE's (Code-Code/ClozeTesting-maxmin/code/run_cloze.py), for its clozeTest.json files:
+    layout  joined: nl_tokens + pl_tokens joined by spaces into one text, `<s> TEXT </s>`;
+    scoring codexglue: each candidate is the vocabulary entry spelled exactly as the word, with no
+            leading space (`tokenizer.encoder['max']`, not `Ġmax`), scored by its logit at the one
+            `<mask>`; a word that is not one vocabulary entry is an error.
+  ours, for the items `probe build` writes (the paper's Table 4 settings):
+    layout  pair: the paper's pair, `<s> NL </s> CODE </s>` (`--pair-layout`, inputs.PairStyle);
+    scoring spaced: a candidate is written as it appears in running text (after a space), as k
+            pieces; the mask becomes k `<mask>` tokens, scored by the mean log-probability of the
+            pieces (for one piece, its log-probability); a class with several surface forms
+            (max, maximize) scores its best form.
+Either protocol runs on either kind of file by naming it. The public CodeXGLUE files load with
+answers inside as `word`, or in `--answers` as `idx<CODESPLIT>word` lines; their setting is pl
+with candidates max and min. `--predictions` writes each item's pick in the same line format, in
+the file's order, so CodeXGLUE's evaluator (and a per-item analysis) reads it.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ from codebert.corpus.jsonl import ReadReport, iter_corpus
 from codebert.io import atomic_write
 from codebert.errors import UserError
 from codebert.tables import format_table
-from codebert.inputs import Layout, truncate_pair_lengths
+from codebert.inputs import Layout, PairStyle, pad_sequences, truncate_pair_lengths
 from codebert.backbone import load_tokenizer
 from codebert.pretrain.model import load_model
 
@@ -155,7 +162,14 @@ class ProbeRunConfig:
     data: Path = option(help="items from `codebert probe build`, or a CodeXGLUE clozeTest.json")
     answers: Path | None = option(None, "CodeXGLUE answers file (idx<CODESPLIT>word per line) when the items carry no `word`")
     language: str = option("", "language of items that do not say (default: the data file's folder name)")
-    layout: Literal["pair", "joined"] = option("pair", "pair: <s> NL </s></s> CODE </s> (the paper); joined: CodeXGLUE's run_cloze.py text")
+    layout: Literal["auto", "pair", "joined"] = option(
+        "auto", "pair: NL and code as the paper's pair; joined: one text, as CodeXGLUE's run_cloze.py; auto: joined for "
+        "CodeXGLUE's cloze files, pair for `probe build`'s")
+    pair_layout: PairStyle = option("codebert", "pair: codebert: <s> NL </s> CODE </s> (paper §3.2); tokenizer: the tokenizer's own template")
+    scoring: Literal["auto", "codexglue", "spaced"] = option(
+        "auto", "codexglue: each word as the vocabulary entry spelled exactly so (no leading space), its logit at the mask "
+        "(run_cloze.py); spaced: the word as in running text, mean log-probability of its pieces; auto: codexglue for "
+        "CodeXGLUE's cloze files, spaced for `probe build`'s")
     max_length: int = option(512, "tokens per input; the segment holding the mask is cut around it")
     batch_size: int = option(32, "inputs per forward pass")
     out: Path | None = option(None, "also write the figures as JSON to this file")
@@ -175,6 +189,19 @@ class ProbeRunConfig:
         return problems
 
 
+def is_codexglue_file(items: list[dict[str, Any]]) -> bool:
+    """CodeXGLUE's clozeTest.json items carry no `setting` (every item `probe build` writes has one)."""
+    return not any("setting" in item for item in items)
+
+
+def protocol(cfg: ProbeRunConfig, items: list[dict[str, Any]]) -> tuple[str, str]:
+    """(layout, scoring) for these items: as named, or under `auto` the protocol of the file's kind."""
+    theirs = all(item.get("codexglue") for item in items)
+    layout = cfg.layout if cfg.layout != "auto" else ("joined" if theirs else "pair")
+    scoring = cfg.scoring if cfg.scoring != "auto" else ("codexglue" if theirs else "spaced")
+    return layout, scoring
+
+
 def load_items(cfg: ProbeRunConfig) -> list[dict[str, Any]]:
     try:
         items = json.loads(cfg.data.read_text(encoding="utf-8"))
@@ -189,6 +216,7 @@ def load_items(cfg: ProbeRunConfig) -> list[dict[str, Any]]:
                 idx, word = line.split("<CODESPLIT>", 1)
                 answers[idx.strip()] = word.strip()
     language = cfg.language or cfg.data.parent.name
+    theirs = is_codexglue_file(items)
     out = []
     for item in items:
         word = item.get("word") or answers.get(str(item.get("idx")))
@@ -201,7 +229,7 @@ def load_items(cfg: ProbeRunConfig) -> list[dict[str, Any]]:
         answer_class = item.get("answer_class") or _class_of(word, candidates)
         if answer_class is None:
             raise UserError(f"{cfg.data}: item {item.get('idx')}: answer {word!r} is none of the candidates")
-        out.append({**item, "word": word, "answer_class": answer_class, "candidates": candidates,
+        out.append({**item, "word": word, "answer_class": answer_class, "candidates": candidates, "codexglue": theirs,
                     "setting": item.get("setting", "pl"), "language": item.get("language", language)})
     return out
 
@@ -217,18 +245,27 @@ def _window(ids: list[int], keep: int, mask_at: int | None, span: int) -> list[i
 class MaskScorer:
     """Log-probabilities of candidate pieces at a masked span, with the frozen MLM head."""
 
-    def __init__(self, model, tokenizer, layout: str, max_length: int, device):
+    def __init__(self, model, tokenizer, layout: str, max_length: int, device, scoring: str = "spaced",
+                 pair_layout: PairStyle = "codebert"):
         self.model, self.tokenizer, self.layout, self.max_length, self.device = model, tokenizer, layout, max_length, device
-        self.inputs = Layout.of(tokenizer)  # the tokenizer's own special tokens around the text or the pair
+        self.scoring = scoring
+        self.inputs = Layout.of(tokenizer, pair_layout)  # the tokenizer's own special tokens around the text or the pair
         if self.inputs.mask_id is None:
             raise UserError("the tokenizer has no mask token: it cannot be probed")
         self.mask_id = self.inputs.mask_id
         self._pieces: dict[str, list[int]] = {}
 
     def pieces(self, word: str) -> list[int]:
-        """A candidate's BPE pieces as it appears in running text (after a space)."""
+        """A candidate's pieces: "spaced", as it appears in running text (after a space); "codexglue",
+        the one vocabulary entry spelled exactly as the word (run_cloze.py's `tokenizer.encoder[word]`)."""
         if word not in self._pieces:
-            self._pieces[word] = self.tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+            if self.scoring == "codexglue":
+                entry = self.tokenizer.convert_tokens_to_ids(word)
+                if entry is None or entry == self.tokenizer.unk_token_id:
+                    raise UserError(f"--scoring codexglue: {word!r} is not one entry of the tokenizer's vocabulary (use --scoring spaced)")
+                self._pieces[word] = [entry]
+            else:
+                self._pieces[word] = self.tokenizer(" " + word, add_special_tokens=False)["input_ids"]
         return self._pieces[word]
 
     def _segment(self, tokens: list[str], span: int) -> tuple[list[int], int | None]:
@@ -241,31 +278,32 @@ class MaskScorer:
         after = self.tokenizer(" " + " ".join(tokens[at + 1 :]), add_special_tokens=False, verbose=False)["input_ids"] if at + 1 < len(tokens) else []
         return before + [self.mask_id] * span + after, len(before)
 
-    def encode(self, item: dict[str, Any], span: int) -> tuple[list[int], int]:
-        """(input ids, position of the first mask) for one item with a span of `span` masks."""
+    def encode(self, item: dict[str, Any], span: int) -> tuple[list[int], int, list[int]]:
+        """(input ids, position of the first mask, token types) for one item with a span of `span` masks."""
         if self.layout == "joined":
             ids, at = self._segment(item["nl_tokens"] + item["pl_tokens"], span)
             keep = self.max_length - self.inputs.single_overhead
             body = _window(ids, keep, at, span)
             start = 0 if at + span <= keep else at + span - keep
-            return [*self.inputs.prefix, *body, *self.inputs.suffix], len(self.inputs.prefix) + at - start
+            single = [*self.inputs.prefix, *body, *self.inputs.suffix]
+            return single, len(self.inputs.prefix) + at - start, [0] * len(single)
         nl, nl_at = self._segment(item["nl_tokens"], span)
         code, code_at = self._segment(item["pl_tokens"], span)
         nl_keep, code_keep = truncate_pair_lengths(len(nl), len(code), self.max_length - self.inputs.pair_overhead)
         nl_part, code_part = _window(nl, nl_keep, nl_at, span), _window(code, code_keep, code_at, span)
-        ids = [*self.inputs.prefix, *nl_part, *self.inputs.middle, *code_part, *self.inputs.suffix]
-        first = ids.index(self.mask_id)
-        return ids, first
+        pair = self.inputs.pair(nl_part, code_part, self.max_length)  # already cut to fit: only laid out here
+        return pair.input_ids, pair.input_ids.index(self.mask_id), pair.token_types
 
     @torch.inference_mode()
     def log_probs(self, items: list[dict[str, Any]], span: int) -> torch.Tensor:
         """(items, span, vocab) log-probabilities at the masked positions."""
         encoded = [self.encode(item, span) for item in items]
-        ids, attention = self.inputs.pad([seq for seq, _ in encoded])
+        ids, attention = self.inputs.pad([seq for seq, _, _ in encoded])
+        types = pad_sequences([t for _, _, t in encoded], 0)[0].to(self.device) if self.inputs.second_type else None
         positions = torch.zeros_like(ids, dtype=torch.bool)
-        for row, (_, first) in enumerate(encoded):
+        for row, (_, first, _) in enumerate(encoded):
             positions[row, first : first + span] = True
-        out = self.model(ids.to(self.device), attention.to(self.device), mlm_positions=positions.to(self.device))
+        out = self.model(ids.to(self.device), attention.to(self.device), mlm_positions=positions.to(self.device), token_type_ids=types)
         return torch.log_softmax(out.mlm_logits.float(), dim=-1).view(len(items), span, -1).cpu()
 
 
@@ -296,7 +334,8 @@ def run_main(cfg: ProbeRunConfig) -> dict[str, Any]:
     tokenizer = load_tokenizer(cfg.model)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(cfg.model).to(device).eval()
-    scorer = MaskScorer(model, tokenizer, cfg.layout, cfg.max_length, device)
+    layout, scoring = protocol(cfg, items)
+    scorer = MaskScorer(model, tokenizer, layout, cfg.max_length, device, scoring, cfg.pair_layout)
     correct: dict[tuple[str, str], list[int]] = defaultdict(list)
     picks: dict[int, str] = {}  # position in the file -> picked class
     # Items of one setting share their candidates: score them in batches of that setting.
@@ -321,7 +360,7 @@ def run_main(cfg: ProbeRunConfig) -> dict[str, Any]:
         hits = [h for (s, _), v in correct.items() if s == setting for h in v]
         accuracy[setting]["all"] = float(np.mean(hits))
         counts[setting]["all"] = len(hits)
-    figures = {"model": cfg.model, "label": cfg.label or Path(cfg.model).parent.name or cfg.model, "layout": cfg.layout,
+    figures = {"model": cfg.model, "label": cfg.label or Path(cfg.model).parent.name or cfg.model, "layout": layout, "scoring": scoring,
                "accuracy": dict(accuracy), "counts": dict(counts),
                "chance": {s: 1 / len(groups[s][0][1]["candidates"]) for s in groups}}
     if cfg.predictions is not None:
@@ -337,4 +376,4 @@ def run_main(cfg: ProbeRunConfig) -> dict[str, Any]:
 def run_render(figures: dict[str, Any]) -> str:
     table = _settings_table(figures["accuracy"], lambda v: "" if v is None else f"{v:.4f}")
     chance = ", ".join(f"{s} {c:.2f}" for s, c in figures["chance"].items())
-    return f"{table}\nchance: {chance}"
+    return f"{table}\nchance: {chance}; layout {figures['layout']}, scoring {figures['scoring']}"
