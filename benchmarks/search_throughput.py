@@ -25,7 +25,7 @@ from codebert.inputs import encode_texts
 from codebert.tables import format_table
 from codebert.search.data import evaluation_groups, load_examples
 from codebert.search.scorers import CrossScorer, encode_all
-from codebert.search.models import load_bi_encoder, load_cross_encoder, single_inputs
+from codebert.search.models import SearchSpec, load_bi_encoder, load_cross_encoder, single_inputs
 from codebert.backbone import load_tokenizer
 
 
@@ -47,7 +47,8 @@ def main() -> None:
     examples = load_examples(args.data, "test", [args.language])
     group = evaluation_groups(len(examples), 1000)[0]
 
-    cross = CrossScorer(load_cross_encoder(args.model).eval(), tokenizer, examples, args.max_length, args.batch_size, device)
+    spec = SearchSpec(mode="cross", max_length=args.max_length, pair_layout="codebert", nl_length=50)  # a new cross-encoder's layout
+    cross = CrossScorer(load_cross_encoder(args.model).eval(), tokenizer, examples, spec, args.batch_size, device)
     cross.score(group[:1], group[:64])  # warm-up
     cross.pairs_scored, cross.seconds = 0, 0.0
     cross.score(group[: args.cross_queries], group)

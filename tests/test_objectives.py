@@ -52,13 +52,32 @@ def test_a_sample_equal_to_the_original_counts_as_original():
     assert replaced.tolist() == [[False, False, True, False, False]]
 
 
-def test_rtd_loss_is_mean_bce_over_valid_positions():
+def test_rtd_loss_is_bce_over_the_given_positions_summed_or_averaged():
     logits = torch.tensor([[2.0, -1.0, 0.5, 9.0]])
     labels = torch.tensor([[True, False, False, True]])
-    valid = torch.tensor([[True, True, True, False]])
-    expected = (-math.log(1 / (1 + math.exp(-2.0))) - math.log(1 - 1 / (1 + math.exp(1.0))) - math.log(1 - 1 / (1 + math.exp(-0.5)))) / 3
-    assert abs(float(objectives.rtd_loss(logits, labels, valid)) - expected) < 1e-6
-    assert objectives.rtd_accuracy(logits, labels, valid) == (2, 3)
+    positions = torch.tensor([[True, True, True, False]])
+    terms = [-math.log(1 / (1 + math.exp(-2.0))), -math.log(1 - 1 / (1 + math.exp(1.0))), -math.log(1 - 1 / (1 + math.exp(-0.5)))]
+    assert abs(float(objectives.rtd_loss(logits, labels, positions)) - sum(terms) / 3) < 1e-6
+    assert abs(float(objectives.rtd_loss(logits, labels, positions, "sum")) - sum(terms)) < 1e-6
+
+
+def test_roc_auc_counts_ties_as_half_and_needs_both_classes():
+    # positives 0.9, 0.5; negatives 0.5, 0.1: pairs (0.9>0.5) (0.9>0.1) (0.5=0.5: half) (0.5>0.1) -> 3.5 / 4
+    assert objectives.roc_auc([0.9, 0.5, 0.5, 0.1], [1, 1, 0, 0]) == 0.875
+    assert objectives.roc_auc([3.0, 2.0, 1.0], [0, 0, 1]) == 0.0  # ranked exactly backwards
+    assert objectives.roc_auc([1.0, 1.0, 1.0, 1.0], [1, 0, 0, 0]) == 0.5  # a constant ranks nothing
+    assert math.isnan(objectives.roc_auc([1.0, 2.0], [0, 0]))
+
+
+def test_rtd_figures_read_a_constant_answer_as_the_floor():
+    # A discriminator that answers the base rate everywhere: its loss is the base rate's entropy,
+    # its accuracy the share of originals, its AUC one half.
+    labels = torch.tensor([True] + [False] * 9)
+    logits = torch.full((10,), math.log(0.1 / 0.9))
+    figures = objectives.RtdFigures.of(logits, labels, torch.ones(10, dtype=torch.bool))
+    entropy = -(0.1 * math.log(0.1) + 0.9 * math.log(0.9))
+    assert abs(figures.loss - entropy) < 1e-6 and abs(figures.base_loss - entropy) < 1e-6
+    assert figures.acc == 0.9 and abs(figures.floor - 0.9) < 1e-6 and figures.auc == 0.5
 
 
 def test_mlm_loss_and_accuracy():
@@ -67,3 +86,4 @@ def test_mlm_loss_and_accuracy():
     expected = (-math.log(2 / 4) - math.log(1 / (math.exp(5) + 2))) / 2
     assert abs(float(objectives.mlm_loss(logits, targets)) - expected) < 1e-6
     assert objectives.mlm_accuracy(logits, targets) == (1, 2)
+    assert abs(float(objectives.mlm_loss(logits, targets, "sum")) - 2 * expected) < 1e-6

@@ -133,14 +133,15 @@ def test_cross_scorer_batches_by_length_but_returns_every_pair_in_place(tiny_mod
 
     tokenizer = load_tokenizer(tiny_model_dir)
     examples = load_examples(CORPUS, "test")
-    scorer = scorers.CrossScorer(model, tokenizer, examples, 64, batch_size=7, device=torch.device("cpu"))
+    spec = models.SearchSpec(mode="cross", max_length=64, pair_layout="codebert", nl_length=50)
+    scorer = scorers.CrossScorer(model, tokenizer, examples, spec, batch_size=7, device=torch.device("cpu"))
     queries, codes = np.array([3, 1, 4]), np.array([5, 9, 2, 6, 0])
     batched = scorer.score(queries, codes)
     for a, q in enumerate(queries):
         for b, c in enumerate(codes):
-            ids, mask = models.cross_inputs([(scorer.queries[q], scorer.codes[c])], 64)
+            pair = models.cross_inputs([(scorer.queries[q], scorer.codes[c])], spec)
             with torch.no_grad():
-                single = float(model(input_ids=ids, attention_mask=mask).logits[0, 1])
+                single = float(model(**pair.to("cpu")).logits[0, 1])
             assert batched[a, b] == pytest.approx(single, abs=1e-4)
 
 

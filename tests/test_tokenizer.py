@@ -35,14 +35,42 @@ def test_transformers_opens_it_with_roberta_special_ids(tokenizer_dir):
     assert len(tok) == 600
 
 
-def test_pair_encoding_matches_robertas_layout(tokenizer_dir):
+def codesearch_utils_ids(tok, nl: str, code: str, max_seq_length: int) -> list[int]:
+    """The ids CodeBERT's codesearch/utils.py (convert_examples_to_features) builds for a pair, rewritten
+    step by step: NL tokens cut to 50, the pair truncated longest-first to max_seq_length - 3, then
+    [cls] + NL + [sep] + CODE + [sep]."""
+    tokens_a = tok.tokenize(nl)[:50]
+    tokens_b = tok.tokenize(code)
+    while len(tokens_a) + len(tokens_b) > max_seq_length - 3:  # _truncate_seq_pair
+        (tokens_a if len(tokens_a) > len(tokens_b) else tokens_b).pop()
+    tokens = [tok.cls_token] + tokens_a + [tok.sep_token] + tokens_b + [tok.sep_token]
+    return tok.convert_tokens_to_ids(tokens)
+
+
+def test_pairs_are_laid_out_as_codebert_scripts_build_them(tokenizer_dir):
+    assert ROBERTA.pair([10, 11], [20, 21, 22], 512).input_ids == [0, 10, 11, 2, 20, 21, 22, 2]  # <s> NL </s> CODE </s>
+    tok = load_tokenizer(tokenizer_dir)
+    layout = Layout.of(tok)
+    assert layout == ROBERTA and layout.second_type == 0  # RoBERTa: one segment type, no token types
+    nl_text = "return the sum of the two numbers given " * 8  # over 50 tokens: the NL cut applies
+    code_text = "def add(a, b): return a + b " * 12
+    nl, code = (tok(t, add_special_tokens=False)["input_ids"] for t in (nl_text, code_text))
+    assert len(nl) > 50
+    for window in (512, 200, 64):
+        assert layout.pair(nl, code, window, nl_length=50).input_ids == codesearch_utils_ids(tok, nl_text, code_text, window)
+    assert layout.pairs([(np.array(nl), np.array(code))], 200, nl_length=50).token_type_ids is None
+
+
+def test_the_tokenizers_own_pair_template_stays_an_option(tokenizer_dir):
     tok = load_tokenizer(tokenizer_dir)
     ids = tok("return the sum", "def add(a, b): return a + b")["input_ids"]
     nl = tok("return the sum", add_special_tokens=False)["input_ids"]
     code = tok("def add(a, b): return a + b", add_special_tokens=False)["input_ids"]
-    assert Layout.of(tok) == ROBERTA
-    assert ids == ROBERTA.pair(nl, code, 512).input_ids
+    layout = Layout.of(tok, "tokenizer")
+    assert ids == layout.pair(nl, code, 512).input_ids
     assert ids[0] == 0 and ids[len(nl) + 1 : len(nl) + 3] == [2, 2] and ids[-1] == 2
+    with pytest.raises(UserError, match="pair layout"):
+        Layout.of(tok, "roberta")
 
 
 def test_a_bert_tokenizer_gets_berts_layout(tiny_bert_dir):
@@ -50,9 +78,17 @@ def test_a_bert_tokenizer_gets_berts_layout(tiny_bert_dir):
     layout = Layout.of(tok)
     cls, sep, pad, mask = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, tok.mask_token_id
     assert (layout.prefix, layout.middle, layout.suffix, layout.pad_id, layout.mask_id) == ((cls,), (sep,), (sep,), pad, mask)
+    assert Layout.of(tok, "tokenizer") == layout  # BERT's own template has one separator already
     nl = tok("return the sum", add_special_tokens=False)["input_ids"]
     code = tok("def add(a, b): return a + b", add_special_tokens=False)["input_ids"]
-    assert layout.pair(nl, code, 512).input_ids == tok("return the sum", "def add(a, b): return a + b")["input_ids"]
+    reference = tok("return the sum", "def add(a, b): return a + b")
+    pair = layout.pair(nl, code, 512)
+    assert pair.input_ids == reference["input_ids"]
+    # Token type 1 on CODE [SEP], as BERT and codesearch/utils.py (sequence_b_segment_id) mark a pair.
+    assert pair.token_types == reference["token_type_ids"] == [0] * (len(nl) + 2) + [1] * (len(code) + 1)
+    batch = layout.pairs([(np.array(nl), np.array(code)), (np.array(nl[:1]), np.array(code[:2]))], 512)
+    assert batch.token_type_ids[0].tolist() == pair.token_types
+    assert batch.token_type_ids[1].tolist()[:6] == [0, 0, 0, 1, 1, 1] and batch.token_type_ids[1, 6:].eq(0).all()  # padding: 0
     assert layout.single(code, 512) == tok("def add(a, b): return a + b")["input_ids"]
     # Padding is BERT's id 0; the attention mask comes from the lengths, not from the ids.
     ids, attention = layout.singles([np.array(nl), np.array(code)], 64)
@@ -103,8 +139,8 @@ def test_truncation_is_longest_first_like_the_reference():
 def test_build_pair_truncates_to_max_length_and_reports_segments():
     pair = ROBERTA.pair(list(range(10, 30)), list(range(100, 200)), max_length=20)
     assert len(pair.input_ids) == 20
-    assert pair.input_ids[pair.nl] == list(range(10, 18)) and pair.input_ids[pair.code] == list(range(100, 108))
-    assert pair.input_ids[0] == 0 and pair.input_ids[pair.nl.stop : pair.code.start] == [2, 2]
+    assert pair.input_ids[pair.nl] == list(range(10, 19)) and pair.input_ids[pair.code] == list(range(100, 108))  # 17 = 9 + 8
+    assert pair.input_ids[0] == 0 and pair.input_ids[pair.nl.stop : pair.code.start] == [2]
 
 
 def test_a_local_roberta_style_folder_loads(tmp_path, tokenizer_dir):

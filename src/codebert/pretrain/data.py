@@ -2,8 +2,8 @@
 
 The text of each side is CodeBERT's: doc tokens and code tokens joined by spaces (corpus.jsonl's nl_text,
 code_text). A unimodal function is laid out as a pair with an empty NL segment
-(`<s> </s></s> CODE </s>` in RoBERTa's layout), so that both kinds share one input format; the
-layout is the tokenizer's own (`codebert.inputs.Layout`).
+(`<s> </s> CODE </s>` in CodeBERT's layout), so that both kinds share one input format; the
+special tokens are the tokenizer's own (`codebert.inputs.Layout`).
 """
 
 from __future__ import annotations
@@ -62,10 +62,11 @@ def encode_corpus(
 
 @dataclass
 class Batch:
-    input_ids: torch.Tensor  # (B, T) PREFIX NL MIDDLE CODE SUFFIX <pad>... (<s> NL </s></s> CODE </s> for RoBERTa)
+    input_ids: torch.Tensor  # (B, T) PREFIX NL MIDDLE CODE SUFFIX <pad>... (<s> NL </s> CODE </s> for RoBERTa)
     attention_mask: torch.Tensor  # (B, T) 1 for tokens, 0 for padding
     segments: torch.Tensor  # (B, T) 0 special/pad, 1 NL, 2 code
     unimodal: torch.Tensor  # (B,) bool
+    token_type_ids: torch.Tensor | None = None  # (B, T) 1 on CODE and its closing token where the family has segment types (BERT)
 
     def num_tokens(self) -> int:
         return int(self.attention_mask.sum())
@@ -74,9 +75,10 @@ class Batch:
 def collate(corpus: EncodedCorpus, indices: list[int] | np.ndarray, max_length: int, layout: Layout = ROBERTA) -> Batch:
     """Lay out examples as pairs, truncated longest-first, padded to the longest in the batch."""
     pairs = [layout.pair(corpus.nl[i].tolist(), corpus.code[i].tolist(), max_length) for i in indices]
-    ids, mask = layout.pad([p.input_ids for p in pairs])
-    segments = torch.zeros_like(ids)
+    padded = layout.pad_pairs(pairs)
+    segments = torch.zeros_like(padded.input_ids)
     for row, pair in enumerate(pairs):
         segments[row, pair.nl] = NL
         segments[row, pair.code] = CODE
-    return Batch(ids, mask, segments, torch.from_numpy(corpus.unimodal[np.asarray(indices)]))
+    unimodal = torch.from_numpy(corpus.unimodal[np.asarray(indices)])
+    return Batch(padded.input_ids, padded.attention_mask, segments, unimodal, padded.token_type_ids)

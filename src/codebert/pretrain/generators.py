@@ -33,7 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from codebert.backbone import sha256_of
 from codebert.config import option
+from codebert.corpus.jsonl import UNIMODAL, corpus_files
 from codebert.errors import UserError
 from codebert.tables import format_table
 from codebert.io import atomic_write
@@ -279,6 +281,46 @@ def replaced_rate(generator: NgramGenerator, sequences: list[np.ndarray], rate: 
 
 
 
+# ------------------------------------------------------------------- what a generator counted
+# Leave-one-out subtracts the occurrence being replaced from the counts: right only for text the
+# generator counted. Each generator file records the records it counted (the corpus files by
+# content, and the per-file record limit), so that pre-training can check its own records are
+# among them instead of trusting the user to pass matching folders.
+COUNTED_FILES = {"nl": "train", "code": UNIMODAL}  # which file of each language each generator counts
+
+
+def counted_records(data: Path, languages: list[str] | None, split: str, max_records: int) -> dict[str, Any]:
+    """What reading `split` of `data` with these options covers: {"max_records", "files": {lang/file: sha256}}.
+
+    Files are named by content (SHA-256): a moved folder still matches, a re-extracted one does not.
+    """
+    files = corpus_files(data, languages or None)
+    return {
+        "max_records": max_records,
+        "files": {f"{lang}/{paths[split].name}": sha256_of(paths[split]) for lang, paths in sorted(files.items()) if split in paths},
+    }
+
+
+def leave_one_out_problem(name: str, meta: dict[str, Any], reading: dict[str, Any]) -> str | None:
+    """Why leave-one-out against generator `name` would be wrong for the records `reading` covers, or None.
+
+    Right when every file pre-training reads was counted with the same content, and the records read
+    from it are among those counted: the generator read every record (max_records 0), or at least
+    as many as pre-training reads from the top of the file.
+    """
+    counted = meta.get("counted")
+    if counted is None:
+        return f"the {name} generator does not record which records it counted (fit before this was recorded)"
+    for file, digest in reading["files"].items():
+        if counted["files"].get(file) != digest:
+            state = "did not count" if file not in counted["files"] else "counted another version of"
+            return f"the {name} generator {state} {file}"
+    limit, read = counted["max_records"], reading["max_records"]
+    if limit and (read == 0 or read > limit):
+        return f"the {name} generator counted the first {limit} records of each file, pre-training reads {read or 'all'}"
+    return None
+
+
 # ------------------------------------------------------------------------------ the fit stage
 @dataclass
 class FitGeneratorsConfig:
@@ -330,7 +372,9 @@ def fit_main(cfg: FitGeneratorsConfig) -> dict[str, Any]:
     rates["code_unimodal_leave_one_out"] = replaced_rate(fitted["code"], unimodal_code[:n], 0.15, True)
     rates["code_unimodal_without_leave_one_out"] = replaced_rate(fitted["code"], unimodal_code[:n], 0.15, False)
     for name, generator in fitted.items():
-        generator.meta.update(tokenizer=str(cfg.tokenizer), source="train docs" if name == "nl" else "unimodal code")
+        generator.meta.update(tokenizer=str(cfg.tokenizer), source="train docs" if name == "nl" else "unimodal code",
+                              data=str(cfg.data), languages=cfg.languages,
+                              counted=counted_records(cfg.data, cfg.languages, COUNTED_FILES[name], cfg.max_records))
         generator.save(cfg.out / f"{name}.npz")
     figures = {
         "out": str(cfg.out),

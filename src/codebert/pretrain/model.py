@@ -111,13 +111,15 @@ class PreTrainingHeads:
         attention_mask: torch.Tensor,
         mlm_positions: torch.Tensor | None = None,
         rtd: bool = False,
+        token_type_ids: torch.Tensor | None = None,
     ) -> EncoderOutput:
         """Encode once; apply the MLM head at `mlm_positions` (a (B, T) bool mask) and/or the RTD head.
 
         The MLM head runs only on the selected positions: its vocabulary projection is the
         largest matrix product of a small model, and 85% of its rows would be thrown away.
+        `token_type_ids`: a pair's segment types where the family has them (None: all zeros).
         """
-        hidden = self.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+        hidden = self.base_model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state  # (B, T, H)
         mlm_head = getattr(self, self.mlm_head_name)
         mlm_logits = mlm_head(hidden[mlm_positions]) if mlm_positions is not None else None  # (n, V)
         rtd_logits = self.discriminator_predictions(hidden) if rtd else None  # (B, T)

@@ -1,8 +1,17 @@
-"""MLM and RTD as pure tensor functions (selection, masking, corruption, losses, accuracies), and
-the registry of pre-training objectives built on them.
+"""MLM and RTD as pure tensor functions (selection, masking, corruption, losses, metrics), and the
+registry of pre-training objectives built on them.
 
 Segments: every batch carries a (B, T) `segments` tensor with 0 for special tokens and padding,
-1 for NL tokens and 2 for code tokens (the layout `<s> NL </s></s> CODE </s>`).
+1 for NL tokens and 2 for code tokens (the layout `<s> NL </s> CODE </s>`).
+
+Reductions (`--loss-reduction`), the one place the paper and ELECTRA differ:
+  sum   the paper's eq. 14: L_MLM (eq. 6) is a sum over the masked positions, L_RTD (eq. 12) a sum
+        over every NL and code token; both sums are divided by one count shared by the batch (its
+        selected positions), so the learning rate keeps the meaning it has for MLM alone. RTD then
+        weighs about 1/mask_rate (~6.7) times what a mean would give it, more with unimodal rows.
+  mean  ELECTRA's: each loss averaged over its own positions (RTD over every non-padding position,
+        special tokens included), added with weights (`--rtd-weight`; ELECTRA: 50). Our default
+        before the fidelity review, with weight 1.
 """
 
 from __future__ import annotations
@@ -10,11 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 NL, CODE = 1, 2
 MaskStyle = Literal["mask", "bert"]
+Reduction = Literal["sum", "mean"]
 
 
 def select_positions(segments: torch.Tensor, rate: float, generator: torch.Generator, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -76,21 +87,26 @@ def corrupt(input_ids: torch.Tensor, selected: torch.Tensor, samples: torch.Tens
     return corrupted, corrupted != input_ids
 
 
-def mlm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the masked positions (eq. 6 up to normalisation). logits: (n, V)."""
+def mlm_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: Reduction = "mean") -> torch.Tensor:
+    """Cross-entropy at the masked positions (paper eq. 6). logits: (n, V); targets: (n,).
+
+    "sum": eq. 6 as written (the caller divides by the batch's shared count); "mean": per position.
+    """
     if targets.numel() == 0:
         return logits.sum() * 0.0  # keeps the graph (DDP) when a batch has nothing to predict
-    return F.cross_entropy(logits.float(), targets)
+    return F.cross_entropy(logits.float(), targets, reduction=reduction)
 
 
-def rtd_loss(logits: torch.Tensor, is_replaced: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy of "replaced" over every valid (non-padding) position.
+def rtd_loss(logits: torch.Tensor, is_replaced: torch.Tensor, positions: torch.Tensor, reduction: Reduction = "mean") -> torch.Tensor:
+    """Binary cross-entropy of "replaced" over `positions` (B, T) bool.
 
     The paper's eq. 12 has a typo (1 - log p); this is standard BCE, as in ELECTRA:
     -[y log sigmoid(z) + (1 - y) log(1 - sigmoid(z))] with y = 1 for a replaced token.
+    "sum": eq. 12 as written, over the positions given (the NL and code tokens); "mean": per position.
     """
     per_token = F.binary_cross_entropy_with_logits(logits.float(), is_replaced.float(), reduction="none")
-    return (per_token * valid).sum() / valid.sum().clamp(min=1)
+    total = (per_token * positions).sum()
+    return total if reduction == "sum" else total / positions.sum().clamp(min=1)
 
 
 def mlm_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
@@ -98,17 +114,67 @@ def mlm_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]
     return int((logits.argmax(dim=-1) == targets).sum()), int(targets.numel())
 
 
-def rtd_accuracy(logits: torch.Tensor, is_replaced: torch.Tensor, valid: torch.Tensor) -> tuple[int, int]:
-    """(correct, total) of "replaced iff logit > 0" over valid positions."""
-    correct = ((logits > 0) == is_replaced) & valid
-    return int(correct.sum()), int(valid.sum())
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve: the chance that a random positive scores above a random negative.
+
+    Mann-Whitney U with tied scores given their average rank (a tie counts one half), as
+    scikit-learn's `roc_auc_score` computes it. NaN when either class is absent. Unlike accuracy at
+    the 0.5 threshold, it shows a discriminator that ranks replaced tokens higher before any of them
+    crosses the threshold (about 10% of RTD's tokens are replaced).
+    """
+    scores, labels = np.asarray(scores, dtype=np.float64).ravel(), np.asarray(labels, dtype=bool).ravel()
+    positives = int(labels.sum())
+    negatives = len(labels) - positives
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    average_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based rank of each distinct score, ties averaged
+    rank_sum = average_rank[inverse][labels].sum()
+    return float((rank_sum - positives * (positives + 1) / 2.0) / (positives * negatives))
+
+
+def base_rate_entropy(replaced_share: float) -> float:
+    """BCE in nats of always answering the base rate p: -(p log p + (1 - p) log(1 - p)).
+
+    The RTD loss of a discriminator that has learned how many tokens are replaced and nothing else.
+    """
+    p = min(max(replaced_share, 1e-12), 1 - 1e-12)
+    return float(-(p * np.log(p) + (1 - p) * np.log(1 - p)))
+
+
+@dataclass
+class RtdFigures:
+    """RTD on a set of NL and code tokens, with the floors to read it against."""
+
+    loss: float  # mean BCE per token (nats)
+    base_loss: float  # the same for always answering the base rate (base_rate_entropy): nothing learnt
+    acc: float  # accuracy of "replaced iff logit > 0"
+    floor: float  # accuracy of always answering "original" (the share of original tokens)
+    auc: float  # ROC AUC of the logits (0.5: no ranking; NaN: one class absent)
+
+    @staticmethod
+    def of(logits: torch.Tensor, is_replaced: torch.Tensor, positions: torch.Tensor) -> RtdFigures:
+        """Figures over `positions` (bool, the shape of `logits`); logits and labels may be any shape."""
+        z = logits.detach().float()[positions].cpu()
+        y = is_replaced[positions].cpu()
+        n = max(len(y), 1)
+        share = float(y.float().mean()) if len(y) else 0.0
+        bce = float(F.binary_cross_entropy_with_logits(z, y.float(), reduction="sum")) / n
+        return RtdFigures(loss=bce, base_loss=base_rate_entropy(share), acc=float(((z > 0) == y).sum()) / n,
+                          floor=1.0 - share, auc=roc_auc(z.numpy(), y.numpy()))
+
+    def metrics(self) -> dict[str, float]:
+        """rtd_loss, rtd_base_loss, rtd_acc, rtd_floor, rtd_auc."""
+        return {f"rtd_{name}": value for name, value in self.__dict__.items()}
 
 
 # ------------------------------------------------------------------------------- the registry
-# A pre-training objective is one entry here: which rows of a batch it reads, how it changes them,
-# which head of the model scores them, and its loss. `--objective a+b` trains the sum of the named
-# entries (weighted by `--a-weight`, 1 where the config has no such option), all views stacked
-# into one forward pass. A new objective is one module that defines a class and calls `register`.
+# A pre-training objective is one entry here: which rows of a batch it reads, how it changes the
+# batch's selected positions, which head of the model scores them, and its loss. `--objective a+b`
+# trains the sum of the named entries (weighted by `--a-weight`, 1 where the config has no such
+# option), all views stacked into one forward pass. One selection of positions per batch serves
+# every view (the paper replaces the positions MLM masked, m^w and m^c, eqs. 7-10). A new
+# objective is one module that defines a class and calls `register`.
 @dataclass
 class View:
     """One objective's share of the stacked forward pass."""
@@ -120,8 +186,10 @@ class View:
 
 
 class Objective:
-    """Base of the registry's entries. `corruptor` (pretrain.stage.Corruptor) masks and corrupts
-    batches with the run's mask rate, style and generators; `rng` is the run's masking generator."""
+    """Base of the registry's entries. `selected` (B, T) is the batch's one selection of positions
+    (`select_positions` over the rows any objective reads); `corruptor` (pretrain.stage.Corruptor)
+    masks and corrupts them with the run's mask style and generators; `rng` is the run's masking
+    generator."""
 
     name: str = ""
     head: Literal["mlm", "rtd"] = "mlm"  # which head of the model scores its rows
@@ -131,11 +199,15 @@ class Objective:
     def rows(self, batch, cfg) -> torch.Tensor:
         raise NotImplementedError
 
-    def view(self, batch, rows: torch.Tensor, corruptor, rng: torch.Generator) -> View:
+    def view(self, batch, rows: torch.Tensor, selected: torch.Tensor, corruptor, rng: torch.Generator) -> View:
         raise NotImplementedError
 
-    def loss(self, logits: torch.Tensor, view: View, attention: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """(loss, metrics) from its head's logits: (n_positions, V) for "mlm", (rows, T) for "rtd"."""
+    def loss(self, logits: torch.Tensor, view: View, reduction: Reduction) -> tuple[torch.Tensor, dict]:
+        """(loss, metrics) from its head's logits: (n_positions, V) for "mlm", (rows, T) for "rtd".
+
+        reduction "sum": the sum over its positions (the caller divides by the batch's shared
+        count); "mean": the mean. Metrics are per-position figures whatever the reduction.
+        """
         raise NotImplementedError
 
 
@@ -169,7 +241,7 @@ def reads_unimodal(spec: str) -> bool:
 
 @register
 class MaskedLanguageModeling(Objective):
-    """MLM on NL-code pairs (paper eq. 3-4): 15% of NL and of code positions masked, predicted."""
+    """MLM on NL-code pairs (paper eqs. 3-4, 6): the selected NL and code positions masked, predicted."""
 
     name, head = "mlm", "mlm"
 
@@ -178,21 +250,23 @@ class MaskedLanguageModeling(Objective):
         bimodal = ~batch.unimodal
         return bimodal if cfg.modality == "bimodal" else torch.ones_like(bimodal)
 
-    def view(self, batch, rows, corruptor, rng) -> View:
-        masked, selected = corruptor.masked(batch, rng, rows)
-        return View(rows, masked[rows], selected[rows], {"tokens": batch.input_ids[rows][selected[rows]]})
+    def view(self, batch, rows, selected, corruptor, rng) -> View:
+        chosen = selected & rows[:, None]
+        masked = corruptor.masked(batch, chosen, rng)
+        return View(rows, masked[rows], chosen[rows], {"tokens": batch.input_ids[rows][chosen[rows]]})
 
-    def loss(self, logits, view, attention):
+    def loss(self, logits, view, reduction):
         targets = view.targets["tokens"].to(logits.device)
-        loss = mlm_loss(logits, targets)
+        loss = mlm_loss(logits, targets, reduction)
         correct, total = mlm_accuracy(logits.detach(), targets)
-        return loss, {"mlm_loss": loss.detach(), "mlm_acc": correct / max(total, 1)}
+        per_position = loss.detach() / max(total, 1) if reduction == "sum" else loss.detach()
+        return loss, {"mlm_loss": per_position, "mlm_acc": correct / max(total, 1)}
 
 
 @register
 class ReplacedTokenDetection(Objective):
-    """RTD (paper eq. 5-7): the same positions replaced by n-gram generator samples; every token
-    labelled original/replaced (a sample equal to the original counts as original)."""
+    """RTD (paper eqs. 7-13): the positions MLM masks replaced by n-gram generator samples; every
+    token labelled original/replaced (a sample equal to the original counts as original)."""
 
     name, head, needs_generators, reads_unimodal = "rtd", "rtd", True, True
 
@@ -200,14 +274,19 @@ class ReplacedTokenDetection(Objective):
         bimodal = ~batch.unimodal
         return torch.ones_like(bimodal) if cfg.unimodal_rtd else bimodal
 
-    def view(self, batch, rows, corruptor, rng) -> View:
-        corrupted, is_replaced, selected = corruptor.corrupted(batch, rng, rows)
-        return View(rows, corrupted[rows], None, {"is_replaced": is_replaced[rows], "selected": selected[rows]})
+    def view(self, batch, rows, selected, corruptor, rng) -> View:
+        chosen = selected & rows[:, None]
+        corrupted, is_replaced = corruptor.corrupted(batch, chosen, rng)
+        return View(rows, corrupted[rows], None, {
+            "is_replaced": is_replaced[rows], "selected": chosen[rows],
+            "text": batch.segments[rows] > 0,  # eq. 12's positions: the NL and code tokens
+            "valid": batch.attention_mask[rows].bool(),  # every non-padding position (ELECTRA's mean)
+        })
 
-    def loss(self, logits, view, attention):
+    def loss(self, logits, view, reduction):
         labels = view.targets["is_replaced"].to(logits.device)
-        valid = attention.bool()
-        loss = rtd_loss(logits, labels, valid)
-        correct, total = rtd_accuracy(logits.detach(), labels, valid)
+        positions = view.targets["text" if reduction == "sum" else "valid"].to(logits.device)
+        loss = rtd_loss(logits, labels, positions, reduction)
         replaced = int(labels.sum()) / max(int(view.targets["selected"].sum()), 1)
-        return loss, {"rtd_loss": loss.detach(), "rtd_acc": correct / max(total, 1), "replaced_rate": replaced}
+        figures = RtdFigures.of(logits, labels, view.targets["text"].to(logits.device))
+        return loss, {**figures.metrics(), "replaced_rate": replaced}

@@ -1,10 +1,14 @@
 """`codebert pretrain`: MLM, RTD or MLM+RTD pre-training (paper §3.4), from scratch or a checkpoint.
 
-One optimizer step = one forward pass over a batch that stacks two views of the data:
-  * MLM rows: the bimodal pairs with 15% of NL and 15% of code positions replaced by <mask>;
-  * RTD rows: the same pairs (and unimodal code) with those positions replaced by samples of the
-    NL and code n-gram generators, every non-padding position labelled original/replaced.
-loss = mlm_weight * L_MLM + rtd_weight * L_RTD (the paper: a plain sum, both weights 1).
+One optimizer step = one forward pass over a batch that stacks two views of the data, built on one
+selection of 15% of the NL and 15% of the code positions of every row (paper eqs. 1-2):
+  * MLM rows: the bimodal pairs with the selected positions replaced by <mask> (eqs. 3-4);
+  * RTD rows: the same pairs (and unimodal code) with the same positions replaced by samples of
+    the NL and code n-gram generators (eqs. 7-11), every NL and code token labelled original or
+    replaced.
+--loss-reduction sum (the paper's eq. 14): loss = (mlm_weight * sum_MLM + rtd_weight * sum_RTD) / n,
+n the batch's selected positions, weights 1; mean (ELECTRA's): mlm_weight * mean_MLM + rtd_weight *
+mean_RTD, ELECTRA's rtd_weight 50 (objectives.py says which positions each sums over).
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ import torch
 from codebert.pretrain import objectives
 from codebert.config import option
 from codebert.errors import UserError
-from codebert.pretrain.generators import NgramGenerator, gather_contexts
+from codebert.corpus.jsonl import UNIMODAL
+from codebert.pretrain.generators import NgramGenerator, counted_records, gather_contexts, leave_one_out_problem
 from codebert.backbone import load_tokenizer, max_tokens
-from codebert.inputs import Layout
+from codebert.inputs import Layout, PairStyle
 from codebert.pretrain.model import ModelConfig, load_model, new_model
 from codebert.pretrain.data import Batch, EncodedCorpus, collate, encode_corpus
 from codebert.tables import numeric_table
@@ -43,12 +48,17 @@ class PretrainConfig(LoopConfig):
     resume: str | None = option(None, "auto: continue from the newest checkpoint in --out; or a checkpoint folder")
     languages: list[str] = option([], "languages to train on (empty: all in the corpus)")
     max_records: int = option(0, "read at most this many records per language and file (0: all)")
-    max_length: int = option(256, "tokens per example, NL and code as a pair in the tokenizer's layout, truncated longest first")
+    max_length: int = option(256, "tokens per example, NL and code as a pair, truncated longest first")
+    pair_layout: PairStyle = option("codebert", "codebert: <s> NL </s> CODE </s>, one separator (CodeBERT's scripts, paper §3.2); "
+                                    "tokenizer: the tokenizer's own pair template (RoBERTa: <s> NL </s></s> CODE </s>)")
     batch_size: int = option(32, "examples per micro-batch per process")
     mask_rate: float = option(0.15, "share of NL and of code positions selected (paper: 15%)")
     mask_style: Literal["mask", "bert"] = option("mask", "mask: all selected -> <mask> (paper eqs. 3-4); bert: 80/10/10")
+    loss_reduction: objectives.Reduction = option(
+        "sum", "sum: each loss summed over its positions, both divided by the batch's selected positions (the paper's "
+        "eq. 14); mean: each averaged over its own positions (ELECTRA's; with --rtd-weight 50, ELECTRA's loss)")
     mlm_weight: float = option(1.0, "weight of the MLM loss (paper: plain sum)")
-    rtd_weight: float = option(1.0, "weight of the RTD loss (paper: plain sum; ELECTRA uses 50)")
+    rtd_weight: float = option(1.0, "weight of the RTD loss (paper: plain sum; ELECTRA: 50 with --loss-reduction mean)")
     unimodal_rtd: bool = option(True, "also train RTD on unimodal code (paper §3.4)")
     modality: Literal["bimodal", "code"] = option(
         "bimodal", "bimodal: NL-code pairs (the paper); code: the docs dropped and unimodal code added, every row "
@@ -131,29 +141,25 @@ class Corruptor:
 
     def __init__(self, cfg: PretrainConfig, tokenizer, generators: dict[str, NgramGenerator] | None):
         self.cfg = cfg
-        self.layout = Layout.of(tokenizer)
+        self.layout = Layout.of(tokenizer, cfg.pair_layout)
         if self.layout.mask_id is None:
             raise UserError("the tokenizer has no mask token: it cannot be used for MLM")
         self.mask_id = self.layout.mask_id
         self.vocab_size = len(tokenizer)
         self.generators = generators
 
-    def masked(self, batch: Batch, rng: torch.Generator, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        selected = objectives.select_positions(batch.segments, self.cfg.mask_rate, rng, rows=rows)
-        ids = objectives.mask_inputs(batch.input_ids, selected, self.mask_id, self.cfg.mask_style, rng, self.vocab_size,
-                                     self.layout.special_ids)
-        return ids, selected
+    def masked(self, batch: Batch, selected: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        """The batch's ids with the `selected` positions masked (`--mask-style`)."""
+        return objectives.mask_inputs(batch.input_ids, selected, self.mask_id, self.cfg.mask_style, rng, self.vocab_size,
+                                      self.layout.special_ids)
 
-    def corrupted(
-        self, batch: Batch, rng: torch.Generator, rows: torch.Tensor, counted: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(corrupted ids, is_replaced, selected): selected positions replaced by generator samples.
+    def corrupted(self, batch: Batch, selected: torch.Tensor, rng: torch.Generator, counted: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(corrupted ids, is_replaced): the `selected` positions replaced by generator samples.
 
         `counted`: the batch comes from the data the generators were fit on (the train split), so
         leave-one-out applies (NL of every pair; code of unimodal rows). False for valid data.
         """
         assert self.generators is not None
-        selected = objectives.select_positions(batch.segments, self.cfg.mask_rate, rng, rows=rows)
         ids = batch.input_ids.numpy()
         segments = batch.segments.numpy()
         chosen = selected.numpy()
@@ -176,20 +182,24 @@ class Corruptor:
             used += len(positions)
             proposals = generator.sample(left, left_len, right, right_len, ids[positions[:, 0], positions[:, 1]], leave_out, uniform)
             samples[positions[:, 0], positions[:, 1]] = torch.from_numpy(proposals)
-        corrupted, is_replaced = objectives.corrupt(batch.input_ids, selected, samples)
-        return corrupted, is_replaced, selected
+        return objectives.corrupt(batch.input_ids, selected, samples)
 
 
 def make_loss_fn(cfg: PretrainConfig, corruptor: Corruptor, rng: TorchRng, device: torch.device):
     """The loss of `--objective`: each named objective's view of the batch (objectives.OBJECTIVES),
-    stacked into one forward pass, their losses summed with their weights."""
+    all built on one selection of positions, stacked into one forward pass, their losses added
+    with their weights and reduced by `--loss-reduction`."""
     parts = objectives.parse(cfg.objective)
     uses_rtd_head = any(part.head == "rtd" for part in parts)
 
     def loss_fn(model, batch: Batch) -> dict[str, Any]:
-        views = [part.view(batch, part.rows(batch, cfg), corruptor, rng.generator) for part in parts]
+        rows = [part.rows(batch, cfg) for part in parts]
+        read = torch.stack(rows).any(dim=0)  # (B,) the rows any objective reads
+        selected = objectives.select_positions(batch.segments, cfg.mask_rate, rng.generator, rows=read)
+        views = [part.view(batch, part_rows, selected, corruptor, rng.generator) for part, part_rows in zip(parts, rows)]
         input_ids = torch.cat([view.input_ids for view in views]).to(device)  # (sum of rows, T): every view in one forward
         attention = torch.cat([batch.attention_mask[view.rows] for view in views]).to(device)
+        types = None if batch.token_type_ids is None else torch.cat([batch.token_type_ids[view.rows] for view in views]).to(device)
         spans, start = [], 0
         mlm_positions = torch.zeros_like(input_ids, dtype=torch.bool) if any(p.head == "mlm" for p in parts) else None
         for part, view in zip(parts, views):
@@ -197,7 +207,7 @@ def make_loss_fn(cfg: PretrainConfig, corruptor: Corruptor, rng: TorchRng, devic
             if part.head == "mlm":
                 mlm_positions[start : start + len(view.input_ids)] = view.positions.to(device)
             start += len(view.input_ids)
-        out = model(input_ids, attention, mlm_positions=mlm_positions, rtd=uses_rtd_head)
+        out = model(input_ids, attention, mlm_positions=mlm_positions, rtd=uses_rtd_head, token_type_ids=types)
         metrics: dict[str, Any] = {}
         loss = torch.zeros((), device=device)
         predicted = 0  # MLM logits come row-major over the stacked rows: each MLM view takes its count
@@ -208,9 +218,11 @@ def make_loss_fn(cfg: PretrainConfig, corruptor: Corruptor, rng: TorchRng, devic
                 predicted += count
             else:
                 logits = out.rtd_logits[begin:end]
-            part_loss, part_metrics = part.loss(logits, view, attention[begin:end])
+            part_loss, part_metrics = part.loss(logits, view, cfg.loss_reduction)
             metrics.update(part_metrics)
             loss = loss + objective_weight(cfg, part.name) * part_loss
+        if cfg.loss_reduction == "sum":
+            loss = loss / max(int(selected.sum()), 1)  # the one shared count: eq. 14's sums, at MLM's scale
         metrics["loss"] = loss
         return metrics
 
@@ -223,37 +235,52 @@ def objective_weight(cfg: PretrainConfig, name: str) -> float:
 
 
 def make_evaluate(cfg: PretrainConfig, corruptor: Corruptor, valid: EncodedCorpus, device: torch.device):
-    """Valid MLM accuracy (masked bimodal pairs) and RTD accuracy (corrupted pairs), fixed seed."""
+    """Valid MLM accuracy and loss (masked bimodal pairs) and RTD figures (the same positions
+    corrupted: accuracy against its floor, AUC, loss against the base rate's), fixed seed."""
     indices = np.arange(min(cfg.valid_examples, len(valid)))
 
     def evaluate(model) -> dict[str, float]:
         rng = torch.Generator().manual_seed(12345)
-        sums = {"mlm_correct": 0, "mlm_total": 0, "rtd_correct": 0, "rtd_total": 0, "mlm_loss": 0.0}
+        sums = {"mlm_correct": 0, "mlm_total": 0, "mlm_loss": 0.0}
+        rtd_logits, rtd_labels = [], []
         for start in range(0, len(indices), cfg.batch_size):
             batch = collate(valid, indices[start : start + cfg.batch_size], cfg.max_length, corruptor.layout)
-            rows = torch.ones(len(batch.input_ids), dtype=torch.bool)
-            masked, selected = corruptor.masked(batch, rng, rows)
-            out = model(masked.to(device), batch.attention_mask.to(device), mlm_positions=selected.to(device))
+            selected = objectives.select_positions(batch.segments, cfg.mask_rate, rng)
+            masked = corruptor.masked(batch, selected, rng)
+            types = None if batch.token_type_ids is None else batch.token_type_ids.to(device)
+            out = model(masked.to(device), batch.attention_mask.to(device), mlm_positions=selected.to(device), token_type_ids=types)
             targets = batch.input_ids[selected].to(device)
             correct, total = objectives.mlm_accuracy(out.mlm_logits, targets)
             sums["mlm_correct"] += correct
             sums["mlm_total"] += total
-            sums["mlm_loss"] += float(objectives.mlm_loss(out.mlm_logits, targets)) * total
+            sums["mlm_loss"] += float(objectives.mlm_loss(out.mlm_logits, targets, "sum"))
             if corruptor.generators is not None:
-                corrupted, is_replaced, _ = corruptor.corrupted(batch, rng, rows, counted=False)
-                out = model(corrupted.to(device), batch.attention_mask.to(device), rtd=True)
-                correct, total = objectives.rtd_accuracy(out.rtd_logits, is_replaced.to(device), batch.attention_mask.bool().to(device))
-                sums["rtd_correct"] += correct
-                sums["rtd_total"] += total
+                corrupted, is_replaced = corruptor.corrupted(batch, selected, rng, counted=False)
+                out = model(corrupted.to(device), batch.attention_mask.to(device), rtd=True, token_type_ids=types)
+                text = batch.segments > 0  # the NL and code tokens (eq. 12); special tokens are always original
+                rtd_logits.append(out.rtd_logits.float().cpu()[text])
+                rtd_labels.append(is_replaced[text])
         metrics = {
             "mlm_acc": sums["mlm_correct"] / max(sums["mlm_total"], 1),
             "mlm_loss": sums["mlm_loss"] / max(sums["mlm_total"], 1),
         }
-        if sums["rtd_total"]:
-            metrics["rtd_acc"] = sums["rtd_correct"] / sums["rtd_total"]
+        if rtd_logits:
+            logits, labels = torch.cat(rtd_logits), torch.cat(rtd_labels)
+            metrics.update(objectives.RtdFigures.of(logits, labels, torch.ones_like(labels)).metrics())
         return metrics
 
     return evaluate
+
+
+def check_leave_one_out(cfg: PretrainConfig, generators: dict[str, NgramGenerator], with_unimodal: bool) -> None:
+    """Leave-one-out only against the generators' own counts: a one-line error otherwise (generators.py)."""
+    reads = {"nl": "train", **({"code": UNIMODAL} if with_unimodal else {})}  # the code generator's LOO is for unimodal rows
+    for name, split in reads.items():
+        reading = counted_records(cfg.data, cfg.languages, split, cfg.max_records)
+        problem = leave_one_out_problem(name, generators[name].meta, reading)
+        if problem:
+            raise UserError(f"--generators {cfg.generators}: {problem}; leave-one-out would subtract occurrences it never "
+                            "counted: fit the generators on this --data/--languages/--max-records, or pass --no-leave-one-out")
 
 
 def load_generators(folder: Path | None) -> dict[str, NgramGenerator] | None:
@@ -283,6 +310,8 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
 
     code_only = cfg.modality == "code"
     with_unimodal = code_only or (objectives.reads_unimodal(cfg.objective) and cfg.unimodal_rtd)
+    if generators is not None and cfg.leave_one_out and objectives.needs_generators(cfg.objective):
+        check_leave_one_out(cfg, generators, with_unimodal)
     train = encode_corpus(cfg.data, tokenizer, "train", cfg.languages, include_unimodal=with_unimodal, max_records=cfg.max_records, code_only=code_only)
     # Validation stays on pairs for every run, so that valid MLM accuracy compares across variants.
     valid = encode_corpus(cfg.data, tokenizer, "valid", cfg.languages, include_unimodal=False, max_records=cfg.max_records)

@@ -110,7 +110,7 @@ def main(cfg: SearchEvaluateConfig) -> dict[str, Any]:
         if spec.mode == "cross":
             bar = tqdm(total=len(groups) * per_group * cfg.group_size, desc=f"{lang} pairs", unit="pair",
                        unit_scale=True, dynamic_ncols=True, disable=not cfg.progress)
-            scorer = CrossScorer(model, tokenizer, examples, spec.max_length, cfg.batch_size, device, bar)
+            scorer = CrossScorer(model, tokenizer, examples, spec, cfg.batch_size, device, bar)
             mrrs[lang], queries = group_mrr(scorer, groups, cfg.queries_per_group)
             bar.close()
             figures[f"{lang}_pairs_per_s"] = scorer.pairs_scored / max(scorer.seconds, 1e-9)
@@ -121,7 +121,7 @@ def main(cfg: SearchEvaluateConfig) -> dict[str, Any]:
             if cfg.full:
                 rerank_fn = None
                 if reranker is not None:
-                    cross = CrossScorer(reranker, tokenizer, examples, rerank_spec.max_length, cfg.batch_size, device)
+                    cross = CrossScorer(reranker, tokenizer, examples, rerank_spec, cfg.batch_size, device)
 
                     def rerank_fn(i: int, candidates: np.ndarray) -> np.ndarray:
                         return cross.score(np.array([i]), np.asarray(candidates))[0]

@@ -1,6 +1,7 @@
 """`codebert search finetune`: the paper's cross-encoder (§4.1) or a bi-encoder, on one corpus.
 
-Cross (the paper): a two-class classifier on `<s> NL </s></s> CODE </s>`, trained with
+Cross (the paper): a two-class classifier on `<s> NL </s> CODE </s>` (CodeBERT's layout, the NL cut
+to 50 tokens: models.py), trained with
 cross-entropy on a balanced set (every pair, plus one negative per pair made by replacing its
 NL or its code), validated by accuracy on the valid split made the same way; best/ keeps the
 model at the best validation. The paper's settings are the `base` preset: lr 1e-5, batch 64,
@@ -30,10 +31,10 @@ from codebert.search.bm25 import bm25_index, bm25_tokens
 from codebert.search.metrics import gold_ranks, mean_reciprocal_rank
 from codebert.search.scorers import encode_all
 from codebert.search.models import (
-    Mode, Pooling, SearchSpec, cross_inputs, info_nce, load_bi_encoder, load_cross_encoder, save_bi_encoder, single_inputs,
+    Mode, Pooling, SearchSpec, cross_inputs, cross_layout, info_nce, load_bi_encoder, load_cross_encoder, save_bi_encoder, single_inputs,
 )
 from codebert.backbone import load_config, load_tokenizer, max_tokens
-from codebert.inputs import ROBERTA, Layout
+from codebert.inputs import ROBERTA, Layout, PairBatch, PairStyle
 from codebert.training.stage import FinetuneConfig, TrainingStage, load_wrapped_encoder, save_with_tokenizer
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ class SearchFinetuneConfig(FinetuneConfig):
     learning_rate: float = option(1e-5, "peak learning rate of AdamW (the paper: 1e-5)")
     max_length: int = option(200, "cross: tokens per pair (the paper: 200); bi: tokens per code input")
     query_length: int = option(64, "bi: tokens per query input")
+    pair_layout: PairStyle = option("codebert", "cross: codebert: <s> NL </s> CODE </s>, one separator (CodeBERT's codesearch/utils.py); "
+                                    "tokenizer: the tokenizer's own pair template (RoBERTa: <s> NL </s></s> CODE </s>)")
+    nl_length: int = option(50, "cross: NL tokens kept before the pair is cut to --max-length (codesearch/utils.py: 50; 0: not cut)")
     pooling: Pooling = option("mean", "bi: mean over tokens or the <s> vector")
     temperature: float = option(0.05, "bi: softmax temperature of the in-batch contrastive loss")
     hard_negatives: bool = option(False, "bi: add each query's best BM25 match (not its own code) as an extra negative")
@@ -63,6 +67,8 @@ class SearchFinetuneConfig(FinetuneConfig):
             problems.append("--max-length: must be in [8, 512]")
         if not 4 <= self.query_length <= 512:
             problems.append("--query-length: must be in [4, 512]")
+        if self.nl_length < 0:
+            problems.append("--nl-length: must be >= 0")
         if not self.temperature > 0:
             problems.append("--temperature: must be > 0")
         if self.hard_negatives and self.mode != "bi":
@@ -89,7 +95,8 @@ class PairCorpus:
 
     tokens: TokenisedExamples
     pairs: ClassificationPairs
-    layout: Layout = ROBERTA  # the tokenizer's special tokens
+    spec: SearchSpec  # how pairs are laid out and cut
+    layout: Layout = ROBERTA  # the tokenizer's special tokens, in the spec's pair style
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -102,18 +109,17 @@ class PairCorpus:
 
 @dataclass
 class CrossBatch:
-    input_ids: torch.Tensor  # (B, T)
-    attention_mask: torch.Tensor  # (B, T)
+    pairs: PairBatch  # (B, T) ids, attention mask, token types
     labels: torch.Tensor  # (B,) 1 relevant, 0 not
 
     def num_tokens(self) -> int:
-        return int(self.attention_mask.sum())
+        return int(self.pairs.attention_mask.sum())
 
 
 def collate_cross(corpus: PairCorpus, indices, max_length: int) -> CrossBatch:
+    # max_length is the batcher's; the spec's is the same (the stage passes cfg.max_length to both)
     pairs = [(corpus.tokens.queries[corpus.pairs.query[i]], corpus.tokens.codes[corpus.pairs.code[i]]) for i in indices]
-    ids, mask = cross_inputs(pairs, max_length, corpus.layout)
-    return CrossBatch(ids, mask, torch.from_numpy(corpus.pairs.label[np.asarray(indices)]))
+    return CrossBatch(cross_inputs(pairs, corpus.spec, corpus.layout), torch.from_numpy(corpus.pairs.label[np.asarray(indices)]))
 
 
 @dataclass
@@ -166,13 +172,13 @@ def bm25_hard_negatives(examples: SearchExamples) -> np.ndarray:
 
 # --------------------------------------------------------------------------------- validation
 @torch.no_grad()
-def cross_accuracy(model, tokens: TokenisedExamples, pairs: ClassificationPairs, max_length: int, batch_size: int, device,
+def cross_accuracy(model, tokens: TokenisedExamples, pairs: ClassificationPairs, spec: SearchSpec, batch_size: int, device,
                    layout: Layout = ROBERTA) -> dict[str, float]:
     correct, loss_sum = 0, 0.0
     for start in range(0, len(pairs), batch_size):
         idx = np.arange(start, min(start + batch_size, len(pairs)))
-        ids, mask = cross_inputs([(tokens.queries[pairs.query[i]], tokens.codes[pairs.code[i]]) for i in idx], max_length, layout)
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        batch = cross_inputs([(tokens.queries[pairs.query[i]], tokens.codes[pairs.code[i]]) for i in idx], spec, layout)
+        logits = model(**batch.to(device)).logits.float()
         labels = torch.from_numpy(pairs.label[idx]).to(device)
         loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
         correct += int((logits.argmax(-1) == labels).sum())
@@ -213,20 +219,22 @@ def main(cfg: SearchFinetuneConfig) -> dict[str, Any]:
     spec = SearchSpec(mode=cfg.mode, pooling=cfg.pooling, max_length=cfg.max_length, query_length=cfg.query_length)
 
     if cfg.mode == "cross":
+        spec = SearchSpec(mode="cross", max_length=cfg.max_length, pair_layout=cfg.pair_layout, nl_length=cfg.nl_length)
+        layout = cross_layout(tokenizer, spec)
         model = load_cross_encoder(cfg.model, from_scratch=cfg.from_scratch, dropout=cfg.dropout)
-        corpus = PairCorpus(train_tokens, balanced_pairs(len(train_examples), cfg.seed), layout)
+        corpus = PairCorpus(train_tokens, balanced_pairs(len(train_examples), cfg.seed), spec, layout)
         collate_fn = collate_cross
         valid_pairs = balanced_pairs(len(valid_examples), cfg.seed + 1)
         best = cfg.best_metric or "acc"
 
         def loss_fn(m, batch: CrossBatch) -> dict[str, Any]:
-            logits = m(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)).logits.float()
+            logits = m(**batch.pairs.to(device)).logits.float()
             labels = batch.labels.to(device)
             loss = F.cross_entropy(logits, labels)
             return {"loss": loss, "acc": float((logits.detach().argmax(-1) == labels).float().mean())}
 
         def evaluate(m) -> dict[str, float]:
-            return cross_accuracy(m, valid_tokens, valid_pairs, cfg.max_length, cfg.eval_batch_size, device, layout)
+            return cross_accuracy(m, valid_tokens, valid_pairs, spec, cfg.eval_batch_size, device, layout)
 
         save_model = save_with_tokenizer(tokenizer, spec.save)
         load_model = None  # saved under its own keys: the loop's default reads it back

@@ -1,9 +1,11 @@
 """The two code-search models, saved as Hugging Face folders.
 
 * Cross-encoder (the paper's, §4.1): the backbone's `...ForSequenceClassification` with two classes
-  on the first token's representation of the pair (`<s> NL </s></s> CODE </s>` for RoBERTa,
-  `[CLS] NL [SEP] CODE [SEP]` for BERT); the score of a pair is the logit of the positive class, as
-  CodeBERT's `run_classifier.py` writes it and `mrr.py` reads it.
+  on the first token's representation of the pair, laid out as CodeBERT's `codesearch/utils.py`
+  lays it out: the NL cut to 50 tokens, then `<s> NL </s> CODE </s>` (one separator; BERT:
+  `[CLS] NL [SEP] CODE [SEP]` with token type 1 on `CODE [SEP]`) truncated longest-first to the
+  window; the score of a pair is the logit of the positive class, as CodeBERT's
+  `run_classifier.py` writes it and `mrr.py` reads it.
 * Bi-encoder (beyond the paper): one shared encoder for queries `<s> NL </s>` and code
   `<s> CODE </s>` (the tokenizer's own single layout), pooled (mean over tokens, or the first
   token) and L2-normalised; score = cosine. The folder is a plain encoder folder (AutoModel opens
@@ -12,8 +14,8 @@
 Any BERT- or RoBERTa-family folder is a starting point (`codebert.backbone`); inputs are laid
 out by `codebert.inputs.Layout`.
 
-Every folder also holds `search_model.json` ({"mode", "pooling", "max_length", "query_length"}),
-which tells `codebert search evaluate` and `codebert index` how to use it.
+Every folder also holds `search_model.json` ({"mode", "pooling", "max_length", "query_length",
+"pair_layout", "nl_length"}), which tells `codebert search evaluate` and `codebert index` how to use it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from codebert.backbone import load_encoder, load_sequence_classifier
 from codebert.io import atomic_write
-from codebert.inputs import ROBERTA, Layout
+from codebert.inputs import ROBERTA, Layout, PairBatch, PairStyle
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,9 @@ class SearchSpec:
     pooling: Pooling = "mean"  # bi only: how token vectors become one vector
     max_length: int = 200  # cross: tokens of the whole pair; bi: tokens of a code input
     query_length: int = 64  # bi only: tokens of a query input
+    # cross only; the defaults are what folders written before these fields were trained with
+    pair_layout: PairStyle = "tokenizer"  # how a pair is laid out (inputs.PairStyle); new cross-encoders: codebert
+    nl_length: int = 0  # NL tokens kept before the pair is truncated (0: not cut); new cross-encoders: 50, as utils.py
 
     def save(self, folder: Path) -> None:
         with atomic_write(folder / SEARCH_FILE) as f:
@@ -66,14 +71,19 @@ def load_cross_encoder(path: str | Path, from_scratch: bool = False, dropout: fl
     return load_sequence_classifier(path, num_labels=2, from_scratch=from_scratch, dropout=dropout)
 
 
-def cross_inputs(pairs: list[tuple[np.ndarray, np.ndarray]], max_length: int, layout: Layout = ROBERTA) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask) of NL-code pairs in `layout`, truncated longest-first."""
-    return layout.pairs(pairs, max_length)
+def cross_layout(tokenizer, spec: SearchSpec) -> Layout:
+    """The layout a cross-encoder's pairs are built in: its tokenizer's tokens, its pair style."""
+    return Layout.of(tokenizer, spec.pair_layout)
 
 
-def positive_logit(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def cross_inputs(pairs: list[tuple[np.ndarray, np.ndarray]], spec: SearchSpec, layout: Layout = ROBERTA) -> PairBatch:
+    """A batch of NL-code pairs as `spec` lays them out: the NL cut to `nl_length`, the pair to `max_length`."""
+    return layout.pairs(pairs, spec.max_length, spec.nl_length)
+
+
+def positive_logit(model, pairs: PairBatch, device) -> torch.Tensor:
     """The pair score of the paper's protocol: the logit of class 1 (relevant)."""
-    return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 1]
+    return model(**pairs.to(device)).logits[:, 1]
 
 
 # ---------------------------------------------------------------------------------------- bi

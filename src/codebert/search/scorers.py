@@ -14,7 +14,7 @@ from codebert.errors import UserError
 from codebert.inputs import ROBERTA, Layout, encode_texts
 from codebert.search.data import SearchExamples, evaluation_groups
 from codebert.search.metrics import gold_ranks, mean_reciprocal_rank
-from codebert.search.models import cross_inputs, positive_logit, single_inputs
+from codebert.search.models import SearchSpec, cross_inputs, cross_layout, positive_logit, single_inputs
 
 
 class Scorer(Protocol):
@@ -25,9 +25,11 @@ class Scorer(Protocol):
 class CrossScorer:
     """Scores pairs with a cross-encoder: the positive-class logit of each (query, code) pair."""
 
-    def __init__(self, model, tokenizer, examples: SearchExamples, max_length: int, batch_size: int, device, bar: tqdm | None = None):
-        self.model, self.max_length, self.batch_size, self.device, self.bar = model.eval(), max_length, batch_size, device, bar
-        self.layout = Layout.of(tokenizer)
+    def __init__(self, model, tokenizer, examples: SearchExamples, spec: SearchSpec, batch_size: int, device, bar: tqdm | None = None):
+        """`spec`: the cross-encoder's search_model.json (its window, pair layout and NL cut)."""
+        self.model, self.spec, self.batch_size, self.device, self.bar = model.eval(), spec, batch_size, device, bar
+        self.max_length = spec.max_length
+        self.layout = cross_layout(tokenizer, spec)
         self.queries = encode_texts(tokenizer, examples.queries)
         self.codes = encode_texts(tokenizer, examples.codes)
         self.pairs_scored, self.seconds = 0, 0.0
@@ -44,8 +46,8 @@ class CrossScorer:
         for begin in range(0, len(order), self.batch_size):
             flat = order[begin : begin + self.batch_size]
             qi, ci = np.divmod(flat, len(codes))
-            ids, mask = cross_inputs([(self.queries[queries[a]], self.codes[codes[b]]) for a, b in zip(qi, ci)], self.max_length, self.layout)
-            out[flat] = positive_logit(self.model, ids.to(self.device), mask.to(self.device)).float().cpu().numpy()
+            batch = cross_inputs([(self.queries[queries[a]], self.codes[codes[b]]) for a, b in zip(qi, ci)], self.spec, self.layout)
+            out[flat] = positive_logit(self.model, batch, self.device).float().cpu().numpy()
             if self.bar is not None:
                 self.bar.update(len(flat))
         self.pairs_scored += len(total)

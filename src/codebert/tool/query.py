@@ -95,17 +95,17 @@ class Reranker:
         # Imported here: the lean query path never imports torch: only the torch engine and the re-ranker do, when used.
         import torch
 
-        from codebert.search.models import SearchSpec, load_cross_encoder
+        from codebert.search.models import SearchSpec, cross_layout, load_cross_encoder
         from codebert.backbone import load_tokenizer
-        from codebert.inputs import Layout
 
         spec = SearchSpec.read(model)
         if spec is None or spec.mode != "cross":
             raise UserError(f"--rerank {model}: not a fine-tuned cross-encoder (search_model.json with mode cross)")
         if threads:
             torch.set_num_threads(threads)
-        self.model, self.tokenizer, self.max_length = load_cross_encoder(model).eval(), load_tokenizer(model), spec.max_length
-        self.layout = Layout.of(self.tokenizer)
+        self.model, self.tokenizer, self.spec = load_cross_encoder(model).eval(), load_tokenizer(model), spec
+        self.max_length = spec.max_length
+        self.layout = cross_layout(self.tokenizer, spec)
         self.batch_size = 64
 
     def rerank(self, query: str, candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -138,8 +138,8 @@ class Reranker:
         with torch.inference_mode():
             for begin in range(0, len(order), self.batch_size):
                 batch = order[begin : begin + self.batch_size]
-                ids, mask = cross_inputs([(query_ids, code_ids[j]) for j in batch], self.max_length, self.layout)
-                out[batch] = positive_logit(self.model, ids.to(device), mask.to(device)).float().cpu().numpy()
+                pairs = cross_inputs([(query_ids, code_ids[j]) for j in batch], self.spec, self.layout)
+                out[batch] = positive_logit(self.model, pairs, device).float().cpu().numpy()
         return out
 
 
