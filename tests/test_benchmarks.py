@@ -27,3 +27,27 @@ def test_each_benchmark_imports_and_answers_help(script, monkeypatch, capsys):
         module.main()
     assert done.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+def test_the_gpu_run_rehearses_on_the_cpu(tmp_path):
+    """benchmarks/gpu_run.sh --dry-run: the whole plan of the GPU run (CUDA tests, throughput, every heavy
+    unit, probing, the summary) at tiny sizes on the CPU, so that a lent GPU's minutes are not spent on a
+    broken command."""
+    import json
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(["bash", str(root / "benchmarks/gpu_run.sh"), "--dry-run", "--out", str(tmp_path / "out")],
+                          env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    figures = json.loads((tmp_path / "out" / "figures.json").read_text())
+    units = figures["units"]
+    assert figures["failed"] == [] and figures["plan"]["dry_run"]
+    assert {"cuda_tests", "throughput", "mlm", "gens", "mlm+rtd", "code2nl", "code2nl-test", "cross", "cross-test",
+            "probe-mlm", "probe-mlm+rtd"} <= set(units)
+    assert units["mlm+rtd"]["step"] == 2 and "valid_rtd_auc" in units["mlm+rtd"]
+    assert "python_shuffle_gain" in units["code2nl-test"] and "macro_mrr" in units["cross-test"]
+    assert json.loads((tmp_path / "out" / "throughput.json").read_text())["tokens_per_s"]
+    assert {p.name for p in (tmp_path / "out").iterdir()} <= {"env.json", "cuda_tests.log", "throughput.json", "figures.json",
+                                                              "summary.md", "logs.tar.gz"}  # the device brings back 8 files
