@@ -126,6 +126,7 @@ class Runner:
 
 
 def environment(out: Path) -> dict:
+    # Imported here: the orchestrator itself runs units as processes; only this report needs torch.
     import torch
     import transformers
 
@@ -232,6 +233,7 @@ def unpack_init(folder: Path) -> str:
     every stage loads is written back from them once, on the device."""
     weights = folder / "model.safetensors"
     if not weights.is_file() and (folder / "model.fp16.safetensors").is_file():
+        # Imported here: torch only on the device run that unpacks (a dry run never does).
         from safetensors.torch import load_file, save_file
 
         half = load_file(str(folder / "model.fp16.safetensors"))
