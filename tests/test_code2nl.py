@@ -86,8 +86,9 @@ def random_seq2seq(tiny_model_dir, seed=0):
     return load_seq2seq(tiny_model_dir, Seq2SeqSpec(decoder_layers=2), dropout=0.0).eval()
 
 
-def test_the_cached_decoder_gives_the_logits_of_the_full_decode(tiny_model_dir):
-    model = random_seq2seq(tiny_model_dir)
+def check_cached_decoder(model, device: torch.device, tolerance: float) -> None:
+    """The cached decoder's logits against the full decode's, step by step, on `device`."""
+    model = model.to(device)
     vocab = model.encoder.config.vocab_size
     generator = torch.Generator().manual_seed(1)
     ids = torch.randint(5, vocab, (3, 9), generator=generator)
@@ -98,17 +99,22 @@ def test_the_cached_decoder_gives_the_logits_of_the_full_decode(tiny_model_dir):
     targets = torch.randint(5, vocab, (3, 7), generator=generator)
     targets[:, 0] = 0
     targets[0, 3] = 1  # a generated padding token: RoBERTa positions skip it, the cache must as well
+    ids, mask, targets = ids.to(device), mask.to(device), targets.to(device)
     with torch.no_grad():
         memory = model.encode(ids, mask)
         full = model.decode(memory, mask, targets)
         decoder = IncrementalDecoder(model, memory, mask)
         for t in range(targets.shape[1]):
-            torch.testing.assert_close(decoder.step(targets[:, t]), full[:, t], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(decoder.step(targets[:, t]), full[:, t], atol=tolerance, rtol=tolerance)
         # re-ordered and repeated rows carry their own caches
-        decoder.select(torch.tensor([2, 2, 0]))
-        again = torch.cat([targets[[2, 2, 0]], torch.tensor([[7], [8], [9]])], dim=1)
+        decoder.select(torch.tensor([2, 2, 0], device=device))
+        again = torch.cat([targets[[2, 2, 0]], torch.tensor([[7], [8], [9]], device=device)], dim=1)
         expected = model.decode(memory[[2, 2, 0]], mask[[2, 2, 0]], again)[:, -1]
-        torch.testing.assert_close(decoder.step(again[:, -1]), expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(decoder.step(again[:, -1]), expected, atol=tolerance, rtol=tolerance)
+
+
+def test_the_cached_decoder_gives_the_logits_of_the_full_decode(tiny_model_dir):
+    check_cached_decoder(random_seq2seq(tiny_model_dir), torch.device("cpu"), 1e-4)
 
 
 @pytest.mark.parametrize("trained", [True, False])

@@ -6,10 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from codebert.code2nl.decoding import IncrementalDecoder
-from codebert.code2nl.model import Seq2SeqSpec, load_seq2seq
 from codebert.pretrain import stage as pretrain
 from codebert.training.loop import resolve_precision
+from test_code2nl import check_cached_decoder, random_seq2seq
 from test_pretrain import loss_parts
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -36,16 +35,4 @@ def test_auto_precision_is_bf16_on_the_gpu_and_pretraining_runs_in_it(tmp_path, 
 
 
 def test_the_cached_decoder_matches_the_full_decode_on_the_gpu(tiny_model_dir):
-    torch.manual_seed(0)
-    model = load_seq2seq(tiny_model_dir, Seq2SeqSpec(decoder_layers=2), dropout=0.0).eval().to(CUDA)
-    ids = torch.randint(5, model.encoder.config.vocab_size, (2, 9), device=CUDA)
-    mask = torch.ones_like(ids)
-    mask[1, 5:] = 0
-    targets = torch.randint(5, model.encoder.config.vocab_size, (2, 6), device=CUDA)
-    targets[:, 0] = 0
-    with torch.no_grad():
-        memory = model.encode(ids, mask)
-        full = model.decode(memory, mask, targets)
-        decoder = IncrementalDecoder(model, memory, mask)
-        for t in range(targets.shape[1]):
-            torch.testing.assert_close(decoder.step(targets[:, t]), full[:, t], atol=1e-3, rtol=1e-3)
+    check_cached_decoder(random_seq2seq(tiny_model_dir), CUDA, 1e-3)
