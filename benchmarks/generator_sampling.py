@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from codebert.pretrain import objectives
+
 from codebert.config import load_config, read_preset
 from codebert.pretrain.model import new_model
 from codebert.pretrain.stage import Corruptor, PretrainConfig, TorchRng, load_generators, make_loss_fn
@@ -50,7 +52,8 @@ def main() -> None:
     for _ in range(opts.steps):
         batch = next(batches)
         t = time.perf_counter()
-        corruptor.corrupted(batch, rng, torch.ones(len(batch.input_ids), dtype=torch.bool))
+        selected = objectives.select_positions(batch.segments, cfg.mask_rate, rng)  # the step draws it once, for both views
+        corruptor.corrupted(batch, selected, rng)
         sample_s += time.perf_counter() - t
     sample_s /= opts.steps
 

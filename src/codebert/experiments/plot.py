@@ -17,12 +17,17 @@ from codebert.config import option
 from codebert.io import atomic_write
 from codebert.errors import UserError
 
-PRETRAIN_PANELS = ["mlm_loss", "rtd_loss", "rtd_acc", "valid_mlm_acc", "valid_rtd_acc"]
+# RTD is drawn as AUC and loss, not accuracy: at a ~10% base rate, accuracy at the 0.5 threshold stays at
+# the share of originals long after the head has started to rank replaced tokens higher.
+PRETRAIN_PANELS = ["mlm_loss", "rtd_loss", "rtd_auc", "valid_mlm_acc", "valid_rtd_auc"]
 TITLES = {
     "loss": "train loss",
     "mlm_loss": "train MLM loss",
     "rtd_loss": "train RTD loss",
     "rtd_acc": "train RTD accuracy",
+    "rtd_auc": "train RTD AUC (0.5: no ranking)",
+    "valid_rtd_auc": "valid RTD AUC (0.5: no ranking)",
+    "valid_mlm_loss": "valid MLM loss",
     "valid_mlm_acc": "valid MLM accuracy",
     "valid_rtd_acc": "valid RTD accuracy",
     "valid_mrr": "valid MRR",

@@ -203,9 +203,11 @@ def write(cfg, budget, variants, languages: list[str], units: dict[str, dict[str
         f = units.get(f"pretrain/{v.slug}")
         if f is None:
             continue
-        rows.append([v.name, int(f.get("step", 0)), _num(f.get("valid_mlm_acc")), _num(f.get("valid_rtd_acc")), duration(f.get("seconds", 0))])
-    lines += ["", "## Pre-training", "", format_table(["variant", "steps", "valid MLM accuracy", "valid RTD accuracy", "wall time"], rows)]
-    curves = _plot([out / "pretrain" / v.slug for v in trained], [v.name for v in trained], ["mlm_loss", "rtd_loss", "valid_mlm_acc", "valid_rtd_acc"],
+        rows.append([v.name, int(f.get("step", 0)), _num(f.get("valid_mlm_acc")), _num(f.get("valid_rtd_acc")),
+                     _num(f.get("valid_rtd_floor")), _num(f.get("valid_rtd_auc")), duration(f.get("seconds", 0))])
+    lines += ["", "## Pre-training", "", format_table(["variant", "steps", "valid MLM accuracy", "valid RTD accuracy",
+                                                      "RTD floor (share original)", "valid RTD AUC", "wall time"], rows)]
+    curves = _plot([out / "pretrain" / v.slug for v in trained], [v.name for v in trained], ["mlm_loss", "rtd_loss", "valid_mlm_acc", "valid_rtd_auc"],
                    out / "pretrain_curves.png")
     if curves:
         lines += ["", f"![pre-training curves]({curves})"]
