@@ -13,6 +13,7 @@ hard negative per query), validated by MRR on the valid split's 1,000-candidate 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,7 +220,7 @@ def main(cfg: SearchFinetuneConfig) -> dict[str, Any]:
     spec = SearchSpec(mode=cfg.mode, pooling=cfg.pooling, max_length=cfg.max_length, query_length=cfg.query_length)
 
     if cfg.mode == "cross":
-        spec = SearchSpec(mode="cross", max_length=cfg.max_length, pair_layout=cfg.pair_layout, nl_length=cfg.nl_length)
+        spec = dataclasses.replace(spec, pair_layout=cfg.pair_layout, nl_length=cfg.nl_length)  # recorded for evaluate and index
         layout = cross_layout(tokenizer, spec)
         model = load_cross_encoder(cfg.model, from_scratch=cfg.from_scratch, dropout=cfg.dropout)
         corpus = PairCorpus(train_tokens, balanced_pairs(len(train_examples), cfg.seed), spec, layout)
