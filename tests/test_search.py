@@ -230,3 +230,42 @@ def test_bad_fine_tuning_options_are_reported_together(capsys, tmp_path):
                      "--mode", "cross", "--hard-negatives", "--batch-size", "1"])
     err = capsys.readouterr().err
     assert code == 2 and "--hard-negatives: only for --mode bi" in err and "--batch-size" in err and "no such folder" in err
+
+
+# ------------------------------------------------------------------------------------- hybrid
+def test_competition_ranks_share_the_best_rank_on_ties():
+    from codebert.search.fusion import competition_ranks
+
+    assert competition_ranks(np.array([[0.5, 0.9, 0.5, 0.1]])).tolist() == [[2, 1, 2, 4]]
+    assert competition_ranks(np.zeros((1, 3))).tolist() == [[1, 1, 1]]
+
+
+def test_fusions_against_hand_computed_scores():
+    from codebert.search.fusion import fuse
+
+    dense = np.array([[0.9, 0.2, 0.5]])
+    lexical = np.array([[0.0, 6.0, 3.0]])
+    # rrf: ranks dense (1, 3, 2), lexical (3, 1, 2)
+    expected = [1 / 61 + 1 / 63, 1 / 63 + 1 / 61, 1 / 62 + 1 / 62]
+    assert fuse(dense, lexical, "rrf") == pytest.approx(np.array([expected]))
+    # sum: min-max per query: dense (1, 0, 3/7), lexical (0, 1, 0.5)
+    assert fuse(dense, lexical, "sum", weight=0.25) == pytest.approx(np.array([[0.75, 0.25, 0.25 * 0.5 + 0.75 * 3 / 7]]))
+    assert fuse(dense, lexical, "sum", weight=0.0).argmax() == 0 and fuse(dense, lexical, "sum", weight=1.0).argmax() == 1
+    # a query with no word: BM25 scores all 0, the fused ranking is the dense one
+    assert fuse(dense, np.zeros((1, 3)), "sum", weight=0.5).argsort().tolist() == dense.argsort().tolist()
+
+
+def test_hybrid_and_lexical_ranking_in_evaluate(bi_run, capsys):
+    out, _ = bi_run
+    results = {}
+    for ranking, extra in (("dense", {}), ("lexical", {}), ("hybrid", {"fusion": "rrf"}), ("hybrid", {"fusion": "sum", "lexical_weight": "0"})):
+        flags = {"model": str(out / "best"), "data": str(CORPUS), "group_size": "20", "progress": "false", "ranking": ranking, **extra}
+        results[(ranking, extra.get("fusion"), extra.get("lexical_weight"))] = evaluate.main(load_config(evaluate.SearchEvaluateConfig, None, flags))
+    dense, lexical = results[("dense", None, None)], results[("lexical", None, None)]
+    assert results[("hybrid", "sum", "0")]["python"] == pytest.approx(dense["python"])  # weight 0: the dense ranking
+    examples = load_examples(CORPUS, "test", ["python"])
+    bm25_row, _ = scorers.group_mrr(bm25.BM25Scorer(examples), evaluation_groups(len(examples), 20))
+    assert lexical["python"] == pytest.approx(bm25_row) and lexical["python"] != dense["python"]  # the BM25 baseline's groups
+    assert 0 < results[("hybrid", "rrf", None)]["python"] <= 1 and results[("hybrid", "rrf", None)]["fusion"] == "rrf"
+    code = cli_main(["search", "evaluate", "--model", str(out / "best"), "--data", str(CORPUS), "--ranking", "hybrid", "--full"])
+    assert code == 2 and "--ranking hybrid" in capsys.readouterr().err

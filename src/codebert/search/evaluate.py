@@ -18,7 +18,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -31,6 +31,8 @@ from codebert.config import option
 from codebert.errors import UserError
 from codebert.inputs import encode_texts
 from codebert.search.data import GROUP_SIZE, languages_of, load_examples
+from codebert.search.bm25 import BM25Scorer
+from codebert.search.fusion import Fusion, FusedScorer
 from codebert.search.scorers import CrossScorer, VectorScorer, encode_all, full_ranking_mrr, group_mrr, groups_for
 from codebert.search.table import render_results, write_results
 from codebert.search.models import SearchSpec, load_bi_encoder, load_cross_encoder
@@ -53,6 +55,11 @@ class SearchEvaluateConfig:
     full: bool = option(False, "bi-encoder: also rank each query against every function of the split")
     rerank: str | None = option(None, "cross-encoder folder that re-ranks the bi-encoder's top --rerank-k in --full ranking")
     rerank_k: int = option(10, "candidates re-ranked by --rerank")
+    ranking: Literal["dense", "lexical", "hybrid"] = option(
+        "dense", "bi-encoder: rank by its vectors (dense), by BM25 over identifiers split into sub-words (lexical), or by "
+        "both fused (hybrid, search/fusion.py)")
+    fusion: Fusion = option("sum", "hybrid: sum (min-max normalised scores, --lexical-weight) or rrf (reciprocal ranks, k = 60)")
+    lexical_weight: float = option(0.3, "hybrid sum: the BM25 share of the fused score, in [0, 1]")
     out: Path | None = option(None, "also write the figures as JSON to this file (for `codebert search table`)")
     label: str = option("", "row name in the table (default: the model folder)")
     threads: int = option(0, "CPU threads for torch (0: torch's default)")
@@ -69,6 +76,8 @@ class SearchEvaluateConfig:
                 problems.append(f"--{name.replace('_', '-')}: must be >= 0")
         if self.batch_size < 1 or self.rerank_k < 1:
             problems.append("--batch-size and --rerank-k: must be >= 1")
+        if not 0 <= self.lexical_weight <= 1:
+            problems.append("--lexical-weight: must be in [0, 1]")
         return problems
 
 
@@ -91,6 +100,8 @@ def main(cfg: SearchEvaluateConfig) -> dict[str, Any]:
         raise UserError(f"{cfg.model}: no search_model.json; fine-tune it first with `codebert search finetune`")
     if cfg.full and spec.mode != "bi":
         raise UserError("--full ranks by vectors: it needs a bi-encoder (--mode bi)")
+    if cfg.ranking != "dense" and (spec.mode != "bi" or cfg.full):
+        raise UserError(f"--ranking {cfg.ranking}: fuses a bi-encoder's group scores with BM25 (not with --mode cross or --full)")
     tokenizer = load_tokenizer(cfg.model)
     layout = Layout.of(tokenizer)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -100,7 +111,10 @@ def main(cfg: SearchEvaluateConfig) -> dict[str, Any]:
     if cfg.rerank and (rerank_spec is None or rerank_spec.mode != "cross"):
         raise UserError(f"--rerank {cfg.rerank}: not a fine-tuned cross-encoder (search_model.json with mode cross)")
 
-    figures: dict[str, Any] = {"model": cfg.model, "label": cfg.label or Path(cfg.model).parent.name or cfg.model, "mode": spec.mode}
+    figures: dict[str, Any] = {"model": cfg.model, "label": cfg.label or Path(cfg.model).parent.name or cfg.model, "mode": spec.mode,
+                               "ranking": cfg.ranking}
+    if cfg.ranking == "hybrid":
+        figures.update(fusion=cfg.fusion, lexical_weight=cfg.lexical_weight if cfg.fusion == "sum" else None)
     mrrs, started = {}, time.perf_counter()
     for lang in languages_of(cfg.language, cfg.data):
         examples = load_examples(cfg.data, cfg.split, [lang])
@@ -115,9 +129,15 @@ def main(cfg: SearchEvaluateConfig) -> dict[str, Any]:
             bar.close()
             figures[f"{lang}_pairs_per_s"] = scorer.pairs_scored / max(scorer.seconds, 1e-9)
         else:
-            q = encode_all(model, encode_texts(tokenizer, examples.queries), spec.query_length, cfg.batch_size, device, layout).numpy()
-            c = encode_all(model, encode_texts(tokenizer, examples.codes), spec.max_length, cfg.batch_size, device, layout).numpy()
-            mrrs[lang], queries = group_mrr(VectorScorer(q, c), groups, cfg.queries_per_group)
+            if cfg.ranking == "lexical":
+                scorer = BM25Scorer(examples)
+            else:
+                q = encode_all(model, encode_texts(tokenizer, examples.queries), spec.query_length, cfg.batch_size, device, layout).numpy()
+                c = encode_all(model, encode_texts(tokenizer, examples.codes), spec.max_length, cfg.batch_size, device, layout).numpy()
+                scorer = VectorScorer(q, c)
+                if cfg.ranking == "hybrid":
+                    scorer = FusedScorer(scorer, BM25Scorer(examples), cfg.fusion, cfg.lexical_weight)
+            mrrs[lang], queries = group_mrr(scorer, groups, cfg.queries_per_group)
             if cfg.full:
                 rerank_fn = None
                 if reranker is not None:
