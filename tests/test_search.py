@@ -10,6 +10,7 @@ import torch
 
 from codebert.cli import main as cli_main
 from codebert.config import load_config, read_preset
+from codebert.errors import UserError
 from codebert.search import baselines, bm25, evaluate, finetune, models, scorers
 from codebert.search.data import balanced_pairs, evaluation_groups, format_code_token, load_examples
 from codebert.search.metrics import gold_ranks, mean_reciprocal_rank, random_ranker_mrr
@@ -269,3 +270,43 @@ def test_hybrid_and_lexical_ranking_in_evaluate(bi_run, capsys):
     assert 0 < results[("hybrid", "rrf", None)]["python"] <= 1 and results[("hybrid", "rrf", None)]["fusion"] == "rrf"
     code = cli_main(["search", "evaluate", "--model", str(out / "best"), "--data", str(CORPUS), "--ranking", "hybrid", "--full"])
     assert code == 2 and "--ranking hybrid" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ recipe options
+def test_language_batches_draw_each_batch_from_one_group_in_proportion():
+    from codebert.training.batches import BucketedBatches
+
+    class Corpus:
+        def __len__(self):
+            return 300
+
+        def lengths(self, max_length):
+            return np.arange(300) % 17
+
+    groups = np.array([0] * 200 + [1] * 60 + [2] * 40)
+    batches = BucketedBatches(Corpus(), 10, 64, seed=1, collate_fn=lambda c, idx, m: idx, groups=groups)
+    drawn = [next(batches) for _ in range(batches.batches_per_epoch())]
+    assert all(len(set(groups[b])) == 1 for b in drawn)  # one language per batch
+    assert sorted(np.bincount([groups[b[0]] for b in drawn]).tolist()) == [4, 6, 20]  # in proportion to size
+    assert len({i for b in drawn for i in b}) == 300  # every example once per epoch
+    mixed = BucketedBatches(Corpus(), 10, 64, seed=1, collate_fn=lambda c, idx, m: idx)
+    assert any(len(set(groups[next(mixed)])) > 1 for _ in range(30))  # without groups: mixed
+
+
+def test_the_symmetric_loss_adds_the_code_to_query_direction():
+    q = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.6, 0.8]]), dim=-1)
+    c = torch.nn.functional.normalize(torch.tensor([[0.8, 0.6], [0.0, 1.0], [1.0, 1.0]]), dim=-1)  # the last: a hard negative
+    t = 0.5
+    forward = torch.nn.functional.cross_entropy(q @ c.T / t, torch.arange(2))
+    backward = torch.nn.functional.cross_entropy(c[:2] @ q.T / t, torch.arange(2))
+    assert float(models.info_nce(q, c, t)) == pytest.approx(float(forward))
+    assert float(models.info_nce(q, c, t, symmetric=True)) == pytest.approx(float((forward + backward) / 2))
+    assert float(backward) != pytest.approx(float(forward))
+
+
+def test_recipe_options_train_a_bi_encoder(tmp_path, tiny_model_dir):
+    figures = finetune.main(search_config(tiny_model_dir, tmp_path / "run", mode="bi", max_steps="4",
+                                          symmetric_loss="true", language_batches="true"))
+    assert figures["step"] == 4
+    with pytest.raises(UserError, match="--symmetric-loss: only for --mode bi"):
+        search_config(tiny_model_dir, tmp_path / "x", mode="cross", symmetric_loss="true")

@@ -57,6 +57,9 @@ class SearchFinetuneConfig(FinetuneConfig):
     pooling: Pooling = option("mean", "bi: mean over tokens or the <s> vector")
     temperature: float = option(0.05, "bi: softmax temperature of the in-batch contrastive loss")
     hard_negatives: bool = option(False, "bi: add each query's best BM25 match (not its own code) as an extra negative")
+    symmetric_loss: bool = option(False, "bi: also the code -> query direction of the contrastive loss (the mean of both)")
+    language_batches: bool = option(False, "bi: every batch from one language (the test's distractors share the query's "
+                                    "language), languages in proportion to their examples")
     eval_batch_size: int = option(128, "inputs per forward pass at validation")
     best_metric: str = option("", "metric that picks best/ (empty: acc for cross, mrr for bi)")
 
@@ -72,8 +75,9 @@ class SearchFinetuneConfig(FinetuneConfig):
             problems.append("--nl-length: must be >= 0")
         if not self.temperature > 0:
             problems.append("--temperature: must be > 0")
-        if self.hard_negatives and self.mode != "bi":
-            problems.append("--hard-negatives: only for --mode bi")
+        for name in ("hard_negatives", "symmetric_loss", "language_batches"):
+            if getattr(self, name) and self.mode != "bi":
+                problems.append(f"--{name.replace('_', '-')}: only for --mode bi")
         if self.eval_batch_size < 1:
             problems.append("--eval-batch-size: must be >= 1")
         return problems
@@ -254,7 +258,7 @@ def main(cfg: SearchFinetuneConfig) -> dict[str, Any]:
         def loss_fn(m, batch: BiBatch) -> dict[str, Any]:
             q = m(batch.query_ids.to(device), batch.query_mask.to(device))
             c = m(batch.code_ids.to(device), batch.code_mask.to(device))
-            loss = info_nce(q, c, cfg.temperature)
+            loss = info_nce(q, c, cfg.temperature, cfg.symmetric_loss)
             return {"loss": loss}
 
         def evaluate(m) -> dict[str, float]:
@@ -266,8 +270,11 @@ def main(cfg: SearchFinetuneConfig) -> dict[str, Any]:
 
         load_model = load_wrapped_encoder  # the folder is the encoder's own (a plain AutoModel folder)
 
+    batch_groups = None
+    if cfg.language_batches:
+        batch_groups = np.unique(np.array(train_examples.languages), return_inverse=True)[1]  # a language id per example
     figures = stage.fit(model, loss_fn, corpus, collate_fn, cfg.max_length, save_model, load_model=load_model,
-                        evaluate=evaluate, best_metric=best)
+                        evaluate=evaluate, best_metric=best, groups=batch_groups)
     figures.update(out=str(cfg.out / "best"), mode=cfg.mode)
     return figures
 

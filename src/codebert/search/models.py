@@ -139,14 +139,23 @@ def save_bi_encoder(model: BiEncoder, folder: Path, spec: SearchSpec) -> None:
     spec.save(folder)
 
 
-def info_nce(query_vectors: torch.Tensor, code_vectors: torch.Tensor, temperature: float) -> torch.Tensor:
+def info_nce(query_vectors: torch.Tensor, code_vectors: torch.Tensor, temperature: float, symmetric: bool = False) -> torch.Tensor:
     """In-batch contrastive loss: query i's positive is code i, every other code is a negative.
 
     `code_vectors` may hold more rows than queries (hard negatives appended after the positives).
-    Cross-entropy over cosine similarities / temperature (vectors are already unit length).
+    Cross-entropy over cosine similarities / temperature (vectors are already unit length); also
+    known as InfoNCE, sentence-transformers' MultipleNegativesRankingLoss. `symmetric`: the mean of
+    that and the code -> query direction (code i's positive is query i, the other queries its
+    negatives; hard-negative codes have no query and take no part), as sentence-transformers'
+    MultipleNegativesSymmetricRankingLoss.
     """
     logits = query_vectors @ code_vectors.T / temperature  # (B, B + extra)
-    return F.cross_entropy(logits, torch.arange(len(query_vectors), device=logits.device))
+    targets = torch.arange(len(query_vectors), device=logits.device)
+    forward = F.cross_entropy(logits, targets)
+    if not symmetric:
+        return forward
+    backward = F.cross_entropy(logits[:, : len(query_vectors)].T, targets)  # (B codes, B queries)
+    return (forward + backward) / 2
 
 
 def pooling_of(folder: Path) -> str:

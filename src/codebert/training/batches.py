@@ -18,11 +18,13 @@ class BucketedBatches:
     sorted by length and cut into batches, and the batches shuffled again. The stream position is
     (epoch, batch index), so `state_dict()` after step N and `load_state_dict` resume exactly.
     With several processes (DDP), process r takes batches r, r + world, r + 2 * world, ...
+    `groups` (one id per example, e.g. its language): every batch is cut from one group, and the
+    batches of all groups are shuffled together, so that groups come up in proportion to their size.
     """
 
     def __init__(
         self, corpus, batch_size: int, max_length: int, seed: int, rank: int = 0, world: int = 1, *,
-        collate_fn, pool: int = 50,
+        collate_fn, pool: int = 50, groups: np.ndarray | None = None,
     ):
         if len(corpus) < batch_size * world:
             raise UserError(f"only {len(corpus)} examples for batches of {batch_size} on {world} process(es)")
@@ -30,18 +32,23 @@ class BucketedBatches:
         self.collate_fn = collate_fn  # (corpus, indices, max_length) -> batch; any corpus with len() and lengths()
         self.seed, self.rank, self.world, self.pool = seed, rank, world, pool
         self.lengths = corpus.lengths(max_length)
+        self.groups = None if groups is None else np.asarray(groups)  # (N,) group id of each example
+        if self.groups is not None and len(self.groups) != len(corpus):
+            raise ValueError(f"{len(self.groups)} group ids for {len(corpus)} examples")
         self.epoch, self.position = 0, 0
         self._batches = self._epoch_batches(0)
 
     def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.corpus))
+        members = [order] if self.groups is None else [order[self.groups[order] == g] for g in np.unique(self.groups)]
         chunk = self.batch_size * self.pool
         batches = []
-        for start in range(0, len(order), chunk):
-            part = order[start : start + chunk]
-            part = part[np.argsort(self.lengths[part], kind="stable")]
-            batches += [part[i : i + self.batch_size] for i in range(0, len(part) - self.batch_size + 1, self.batch_size)]
+        for group in members:
+            for start in range(0, len(group), chunk):
+                part = group[start : start + chunk]
+                part = part[np.argsort(self.lengths[part], kind="stable")]
+                batches += [part[i : i + self.batch_size] for i in range(0, len(part) - self.batch_size + 1, self.batch_size)]
         rng.shuffle(batches)
         usable = len(batches) - len(batches) % self.world  # every process gets as many batches
         return batches[self.rank : usable : self.world]

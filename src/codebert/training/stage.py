@@ -97,13 +97,14 @@ class TrainingStage:
         self, model: torch.nn.Module, loss_fn: Callable, corpus, collate_fn: Callable, max_length: int,
         save_model: Callable[[torch.nn.Module, Path], None], *, load_model: Callable | None = None,
         evaluate: Callable | None = None, stateful: dict[str, Any] | None = None, frozen: list | None = None,
-        best_metric: str | None = None,
+        best_metric: str | None = None, groups=None,
     ) -> dict[str, Any]:
-        """Train `model` on batches of `corpus` (see `BucketedBatches`) until the step budget or
-        --max-minutes; returns the loop's figures plus `examples` and `steps_planned`."""
+        """Train `model` on batches of `corpus` (see `BucketedBatches`; `groups`: one group id per
+        example, each batch from one group) until the step budget or --max-minutes; returns the
+        loop's figures plus `examples` and `steps_planned`."""
         cfg = self.cfg
         batches = BucketedBatches(corpus, cfg.batch_size, max_length, cfg.seed, self.dist.rank, self.dist.world,
-                                  collate_fn=collate_fn)
+                                  collate_fn=collate_fn, groups=groups)
         steps = cfg.max_steps or steps_for_epochs(cfg.epochs, batches.batches_per_epoch(), cfg.grad_accumulation)
         changes: dict[str, Any] = {"max_steps": steps}
         if best_metric is not None:
