@@ -326,3 +326,78 @@ def test_a_traced_encoder_gives_the_modules_vectors(tiny_model_dir, tiny_bert_di
         queries = ["x", "parse a memory string", "read the configuration file " * 20, "pop", "sort numbers in place"]
         assert np.abs(traced.encode_queries(queries) - eager.encode_queries(queries)).max() < 1e-5
         assert np.abs(traced.encode_queries(queries[:1]) - eager.encode_queries(queries[:1])).max() < 1e-5
+
+
+# ------------------------------------------------------------------------------- lexical, hybrid
+def ranked(out, text, ranking, **flags):
+    return query_main(load_config(QueryConfig, None, {"index": str(out), "text": text, "threads": "1", "ranking": ranking, **flags}))
+
+
+def test_the_lexical_index_follows_every_update_and_finds_identifiers(tree, tiny_model_dir, tmp_path):
+    out = tmp_path / "idx"
+    build([tree], tiny_model_dir, out)
+    store = IndexStore(out)
+    lexical_rows = store.db.execute("SELECT COUNT(*) FROM lexical").fetchone()[0]
+    assert store.has_lexical and lexical_rows == store.manifest["functions"]
+    memory = tree / "pyproj" / "pkg" / "memory.py"
+    memory.write_text(memory.read_text() + "\n\ndef frobnicate_widget_cache(x):\n    return x * 2\n")
+    (tree / "goproj" / "stack.go").unlink()
+    build([tree], tiny_model_dir, out)
+    store = IndexStore(out)
+    assert store.db.execute("SELECT COUNT(*) FROM lexical").fetchone()[0] == store.manifest["functions"]
+    assert store.db.execute("SELECT COUNT(*) FROM lexical WHERE rowid NOT IN (SELECT id FROM functions)").fetchone()[0] == 0
+    # camelCase in the query, snake_case in the code: the sub-words meet
+    hits = ranked(out, "frobnicateWidget", "lexical", k="3")["results"]
+    assert hits[0]["name"] == "frobnicate_widget_cache" and hits[0]["lexical_score"] > 0
+    in_java = ranked(out, "frobnicate widget parse string", "lexical", language="java", k="50")["results"]
+    assert in_java and {h["language"] for h in in_java} == {"java"}  # the filter runs inside the lexical search
+
+
+def test_hybrid_ranking_fuses_both_and_its_extremes_are_each_ranker(tree, tiny_model_dir, tmp_path):
+    from codebert.tool.store import Ranking
+
+    out = tmp_path / "idx"
+    build([tree], tiny_model_dir, out)
+    store = IndexStore(out)
+    assert store.ranking == Ranking("dense")  # the tiny model has no choice recorded: the zero-shot default
+    vector = TextEncoder(str(tiny_model_dir), threads=1).encode_queries(["parse a memory string"])
+    dense = [h["id"] for h in store.rank_many(vector, ["parse a memory string"], 8, [None], Ranking("dense"))[0]]
+    only_vectors = store.rank_many(vector, ["parse a memory string"], 8, [None], Ranking("hybrid", "sum", 0.0))[0]
+    assert [h["id"] for h in only_vectors] == dense  # weight 0: the vectors' order
+    lexical = store.rank_many(vector, ["parse a memory string"], 8, [None], Ranking("lexical"))[0]
+    only_words = store.rank_many(vector, ["parse a memory string"], 8, [None], Ranking("hybrid", "sum", 1.0))[0]
+    assert [h["lexical_score"] for h in only_words][: len(lexical)] == pytest.approx([h["lexical_score"] for h in lexical])
+    for fusion in ("rrf", "sum"):
+        hits = ranked(out, "parse a memory string", "hybrid", k="5")["results"] if fusion == "rrf" else \
+            store.rank_many(vector, ["parse a memory string"], 5, [None], Ranking("hybrid", "sum", 0.5))[0]
+        assert len(hits) == 5 and hits == sorted(hits, key=lambda h: -h["score"])
+        assert all({"vector_score", "lexical_score"} <= set(h) for h in hits)
+    assert ranked(out, "parse a memory string", "hybrid")["ranking"] == {"ranking": "hybrid", "fusion": "rrf", "lexical_weight": 0.0}
+
+
+def test_the_models_chosen_ranking_becomes_the_indexs_default(tree, tiny_model_dir, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "search_model.json").write_text(json.dumps({"mode": "bi", "ranking": "hybrid", "fusion": "sum", "lexical_weight": 0.25}))
+    build([tree], model, tmp_path / "idx")
+    assert ranked(tmp_path / "idx", "parse a memory string", "auto")["ranking"] == {"ranking": "hybrid", "fusion": "sum", "lexical_weight": 0.25}
+    assert IndexStore(tmp_path / "idx").stats()["ranking"]["lexical_weight"] == 0.25
+
+
+def test_an_index_made_before_the_lexical_index_gains_one_on_update_and_says_so_before(tree, tiny_model_dir, tmp_path, capsys):
+    import sqlite3
+
+    out = tmp_path / "idx"
+    build([tree], tiny_model_dir, out)
+    g = json.loads((out / "manifest.json").read_text())["generation"]
+    db = sqlite3.connect(out / f"meta-{g}.sqlite")
+    db.execute("DROP TABLE lexical")
+    db.commit()
+    db.close()
+    code = cli_main(["query", str(out), "parse a memory string", "--ranking", "lexical"])
+    assert code == 2 and "no lexical index" in capsys.readouterr().err
+    assert ranked(out, "parse a memory string", "dense")["results"]
+    build([tree], tiny_model_dir, out)  # nothing changed: the update adds the lexical index for what is there
+    store = IndexStore(out)
+    assert store.db.execute("SELECT COUNT(*) FROM lexical").fetchone()[0] == store.manifest["functions"]
+    assert ranked(out, "parse memory", "lexical")["results"]

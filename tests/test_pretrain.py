@@ -37,6 +37,8 @@ def test_each_objective_trains_and_saves_a_transformers_checkpoint(tmp_path, tok
     assert {"config.json", "model.safetensors", "tokenizer.json", "run_config.json"} <= {p.name for p in final.iterdir()}
     assert not (final / "training_state.pt").exists()
     assert json.loads((final / "steps.json").read_text()) == {"step": 8}
+    card = (final / "README.md").read_text()  # a model card, as the hub reads one
+    assert card.startswith("---\nbase_model: null\nlibrary_name: transformers\npipeline_tag: fill-mask") and "| steps run | 8 |" in card
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if "loss" in r] == [5, 8]
     assert "valid_mlm_acc" in lines[-1]

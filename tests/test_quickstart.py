@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import random
 from pathlib import Path
 
@@ -53,6 +55,9 @@ def test_quickstart_from_scratch_makes_every_artefact(tmp_path, capsys):
     assert "| test ranking: fine-tuned bi-encoder |" in report
     assert report.count("`parse a date string`") == 1 and "1. `" in report  # the queries and their answers
     assert "report     " in out
+    assert "no backbone to start from (--init none)" in report and "Ranking on the valid split" in report
+    chosen = json.loads((tmp_path / "qs" / "search" / "best" / "search_model.json").read_text())["ranking"]
+    assert json.loads((tmp_path / "qs" / "index" / "manifest.json").read_text())["ranking"]["ranking"] == chosen
 
 
 def test_quickstart_continues_a_bert_family_backbone_on_a_given_corpus(tmp_path, capsys, tiny_bert_dir):
@@ -77,6 +82,10 @@ def test_quickstart_continues_a_bert_family_backbone_on_a_given_corpus(tmp_path,
     assert not (tmp_path / "qs" / "index").exists() and not (tmp_path / "qs" / "tokenizer").exists()
     report = (tmp_path / "qs" / "report.md").read_text()
     assert "continued from" in report and report.count("| test ranking:") == 2
+    # the search model starts from the backbone as it came (measured best on valid), and says so
+    assert f"fine-tuned from `{tiny_bert_dir}`" in report and "measured best on valid" in report
+    card = (tmp_path / "qs" / "search" / "best" / "README.md").read_text()
+    assert f"base_model: \"{tiny_bert_dir}\"" in card
     st = __import__("importlib").util.find_spec("sentence_transformers")
     if st is not None:  # the bench extra: the folder opens as a sentence-transformers model and encodes as ours
         import numpy as np
@@ -96,3 +105,14 @@ def test_quickstart_defaults_to_the_packaged_minilm():
 
     assert QuickstartConfig().init == PACKAGED_MINILM and not QuickstartConfig().from_scratch
     assert QuickstartConfig(init="none").from_scratch
+
+
+def test_a_finished_runs_step_checkpoints_go_and_its_models_stay(tmp_path):
+    from codebert.experiments.quickstart import drop_checkpoints
+
+    for name in ("step-00000025", "step-00000050", "final", "best"):
+        (tmp_path / "run" / name).mkdir(parents=True)
+        (tmp_path / "run" / name / "model.safetensors").write_text("x")
+    (tmp_path / "run" / "metrics.jsonl").write_text("{}")
+    drop_checkpoints(tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best", "final", "metrics.jsonl"]

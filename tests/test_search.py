@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ from codebert.cli import main as cli_main
 from codebert.config import load_config, read_preset
 from codebert.errors import UserError
 from codebert.search import baselines, bm25, evaluate, finetune, models, scorers
-from codebert.search.data import balanced_pairs, evaluation_groups, format_code_token, load_examples
+from codebert.search import lexical as lexical_search
+from codebert.search.data import balanced_pairs, evaluation_groups, format_code_token, load_examples, short_queries
 from codebert.search.metrics import gold_ranks, mean_reciprocal_rank, random_ranker_mrr
 from conftest import CORPUS
 
@@ -99,6 +101,28 @@ def test_bi_encoder_learns_to_retrieve(bi_run, tiny_model_dir, tmp_path):
     assert result["python"] > 2 * sum(1 / r for r in range(1, 21)) / 20
     assert 0 < result["python_full_mrr"] <= 1
     assert json.loads((tmp_path / "bi.json").read_text())["macro_mrr"] == result["macro_mrr"]
+
+
+def test_the_bi_encoder_carries_a_model_card_that_gains_each_measured_figure(bi_run, tmp_path, tiny_model_dir):
+    import yaml
+
+    out, figures = bi_run
+    model = tmp_path / "model"
+    shutil.copytree(out / "best", model)
+    card = (model / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["base_model"] == str(tiny_model_dir) and meta["library_name"] == "sentence-transformers"
+    assert meta["pipeline_tag"] == "sentence-similarity"
+    [valid] = meta["model-index"][0]["results"]
+    assert valid["metrics"][0]["value"] == pytest.approx(figures["best_valid_mrr"], abs=1e-4)
+    result = evaluate.main(load_config(evaluate.SearchEvaluateConfig, None, {
+        "model": str(model), "data": str(CORPUS), "group_size": "20", "progress": "false"}))
+    meta = yaml.safe_load((model / "README.md").read_text().split("---")[1])
+    test = [r for r in meta["model-index"][0]["results"] if r["dataset"]["split"] == "test"]
+    assert len(test) == 1 and test[0]["metrics"][0]["value"] == pytest.approx(result["macro_mrr"], abs=1e-4)
+    evaluate.main(load_config(evaluate.SearchEvaluateConfig, None, {
+        "model": str(model), "data": str(CORPUS), "group_size": "20", "progress": "false"}))
+    assert (model / "README.md").read_text().count("| test |") == 1  # the same measurement again replaces its row
 
 
 def test_the_bi_encoder_folder_opens_in_plain_transformers(bi_run):
@@ -265,11 +289,55 @@ def test_hybrid_and_lexical_ranking_in_evaluate(bi_run, capsys):
     dense, lexical = results[("dense", None, None)], results[("lexical", None, None)]
     assert results[("hybrid", "sum", "0")]["python"] == pytest.approx(dense["python"])  # weight 0: the dense ranking
     examples = load_examples(CORPUS, "test", ["python"])
-    bm25_row, _ = scorers.group_mrr(bm25.BM25Scorer(examples), evaluation_groups(len(examples), 20))
-    assert lexical["python"] == pytest.approx(bm25_row) and lexical["python"] != dense["python"]  # the BM25 baseline's groups
+    bm25_row, _ = scorers.group_mrr(lexical_search.FtsScorer(examples), evaluation_groups(len(examples), 20))
+    assert lexical["python"] == pytest.approx(bm25_row) and lexical["python"] != dense["python"]  # the tool's BM25 on the same groups
     assert 0 < results[("hybrid", "rrf", None)]["python"] <= 1 and results[("hybrid", "rrf", None)]["fusion"] == "rrf"
     code = cli_main(["search", "evaluate", "--model", str(out / "best"), "--data", str(CORPUS), "--ranking", "hybrid", "--full"])
     assert code == 2 and "--ranking hybrid" in capsys.readouterr().err
+
+
+def test_short_queries_keep_content_words_in_order_the_same_every_run():
+    queries = ["Returns the number of bytes in the given buffer .", "Parse an HTTP header line into a dict", "the of", "Sort"]
+    short = short_queries(queries, 3)
+    assert short == short_queries(queries, 3)  # seeded
+    assert short[0] == "number bytes buffer"  # exactly its three content words, in order
+    words = short[1].split()
+    assert len(words) == 3 and set(words) <= {"Parse", "HTTP", "header", "line", "dict"}
+    assert words == sorted(words, key=queries[1].split().index)
+    assert short[2:] == ["the of", "Sort"]  # no content word: the first words; fewer than 3: all
+    assert short_queries(queries, 0) == queries
+
+
+def test_hybrid_chooses_on_valid_among_rankings_that_never_lose_to_dense(bi_run, tmp_path, capsys):
+    out, _ = bi_run
+    model = tmp_path / "model"
+    shutil.copytree(out / "best", model)
+    code = cli_main(["search", "hybrid", "--model", str(model), "--data", str(CORPUS), "--group-size", "20", "--no-progress",
+                     "--query-words", "0", "3", "--weights", "0.2", "0.5", "--save", "--out", str(tmp_path / "h.json")])
+    assert code == 0 and "chosen:" in capsys.readouterr().out
+    figures = json.loads((tmp_path / "h.json").read_text())
+    rows = {r["name"]: r for r in figures["rows"]}
+    assert set(rows) == {"dense", "lexical (BM25)", "rrf", "sum 0.2", "sum 0.5"}
+    # the dense row is evaluate's dense ranking of the same split and groups
+    dense = evaluate.main(load_config(evaluate.SearchEvaluateConfig, None, {
+        "model": str(model), "data": str(CORPUS), "split": "valid", "group_size": "20", "progress": "false"}))
+    assert rows["dense"]["macro"]["0"] == pytest.approx(dense["macro_mrr"])
+    short = evaluate.main(load_config(evaluate.SearchEvaluateConfig, None, {
+        "model": str(model), "data": str(CORPUS), "split": "valid", "group_size": "20", "progress": "false", "query_words": "3",
+        "ranking": "hybrid", "lexical_weight": "0.5"}))
+    assert rows["sum 0.5"]["macro"]["3"] == pytest.approx(short["macro_mrr"])
+    chosen = rows[figures["chosen"]["name"]]
+    assert all(chosen["macro"][k] >= rows["dense"]["macro"][k] for k in ("0", "3"))
+    best = max((r for r in rows.values() if all(r["macro"][k] >= rows["dense"]["macro"][k] for k in ("0", "3"))),
+               key=lambda r: r["macro"]["0"] + r["macro"]["3"])
+    assert chosen["macro"] == best["macro"]
+    spec = models.SearchSpec.read(model)
+    assert (spec.ranking, spec.fusion, spec.lexical_weight) == (chosen["ranking"], chosen["fusion"], chosen["lexical_weight"])
+
+
+def test_hybrid_save_needs_a_fine_tuned_folder(tiny_model_dir, capsys):
+    code = cli_main(["search", "hybrid", "--model", str(tiny_model_dir), "--data", str(CORPUS), "--save"])
+    assert code == 2 and "not a bi-encoder" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------ recipe options

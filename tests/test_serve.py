@@ -42,6 +42,20 @@ def test_search_returns_ranked_results_with_snippets(served):
     assert go and {r["language"] for r in go} == {"go"}
 
 
+def test_each_ranking_answers_as_the_command_line_does(served):
+    from codebert.config import load_config
+    from codebert.tool.query import QueryConfig, query_main
+
+    client, index, _ = served
+    for ranking in ("dense", "lexical", "hybrid"):
+        body = client.get("/api/search", params={"q": "parse a memory string", "k": 5, "ranking": ranking}).json()
+        shell = query_main(load_config(QueryConfig, None, {"index": str(index), "text": "parse a memory string", "k": "5",
+                                                           "ranking": ranking, "engine": "torch", "threads": "1"}))
+        assert [r["id"] for r in body["results"]] == [r["id"] for r in shell["results"]], ranking
+        if ranking != "dense":
+            assert all("lexical_score" in r for r in body["results"])
+
+
 def test_function_detail_health_stats_and_openapi(served):
     client, _, _ = served
     hit = client.get("/api/search", params={"q": "memory", "k": 1}).json()["results"][0]
@@ -69,6 +83,7 @@ def test_function_detail_health_stats_and_openapi(served):
     ({"q": "sort", "k": "ten"}, 422, "k"),
     ({}, 422, "q"),
     ({"q": "sort", "language": "klingon"}, 422, "indexed: go, java, javascript, php, python, ruby"),
+    ({"q": "sort", "ranking": "psychic"}, 400, "ranking"),
 ])
 def test_bad_search_requests_are_json_errors(served, params, status, words):
     client, _, _ = served

@@ -44,6 +44,7 @@ STAGES = [
     Stage(("pretrain",), "codebert.pretrain.stage", "PretrainConfig", "pre-train with MLM, RTD or MLM+RTD (resumable, torchrun for several processes)", "pretrain"),
     Stage(("search", "finetune"), "codebert.search.finetune", "SearchFinetuneConfig", "fine-tune for code search: the paper's cross-encoder or a bi-encoder", "search"),
     Stage(("search", "evaluate"), "codebert.search.evaluate", "SearchEvaluateConfig", "MRR over 1,000-candidate groups (the paper's protocol), full-split ranking for bi-encoders"),
+    Stage(("search", "hybrid"), "codebert.search.hybrid", "SearchHybridConfig", "choose on valid how a bi-encoder's scores and BM25's are fused (dense, BM25, RRF, weighted sums; whole and short queries)"),
     Stage(("search", "baseline"), "codebert.search.baselines", "SearchBaselineConfig", "train and evaluate a Table-2 baseline: BM25, NBoW, 1D-CNN, BiRNN, self-attention", "baseline"),
     Stage(("search", "table"), "codebert.search.table", "SearchTableConfig", "the Table-2-shaped MRR table from results files"),
     Stage(("probe", "build"), "codebert.probe", "ProbeBuildConfig", "build the NL-PL probing items (max/min/less/greater) from valid and test", main="build_main", render="build_render"),

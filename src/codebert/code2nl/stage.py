@@ -31,6 +31,7 @@ from codebert.code2nl.decoding import generate
 from codebert.code2nl.model import DECODER_FILE, SPEC_FILE, Seq2Seq, Seq2SeqSpec, load_seq2seq, save_seq2seq, seq2seq_loss
 from codebert.config import option
 from codebert.io import atomic_write
+from codebert import model_card
 from codebert.errors import UserError
 from codebert.inputs import Layout
 from codebert.inputs import encode_texts
@@ -179,6 +180,9 @@ def finetune_main(cfg: Code2nlFinetuneConfig) -> dict[str, Any]:
     figures = stage.fit(model, loss_fn, corpus, collate, spec.max_source_length, save_model, load_model=load_model,
                         evaluate=evaluate, best_metric=best_metric)
     figures.update(out=str(cfg.out / "best"), best_metric=best_metric)
+    if stage.dist.main:
+        valid = {f"best {best_metric} (valid)": figures[f"best_valid_{best_metric}"]} if f"best_valid_{best_metric}" in figures else {}
+        model_card.write_training_card(cfg.out / "best", "code2nl", cfg, None if cfg.from_scratch else cfg.model, valid, figures.get("step"))
     return figures
 
 
@@ -260,6 +264,12 @@ def evaluate_main(cfg: Code2nlEvaluateConfig, score: bool = True) -> dict[str, A
             f.writelines(lines)
     with atomic_write(cfg.out / "results.json") as f:
         f.write(json.dumps(figures, indent=2) + "\n")
+    if score:
+        where = f"{cfg.split}, beam {beam}" + (f", {cfg.max_records} per language" if cfg.max_records else "")
+        model_card.add_figures(cfg.model, [
+            model_card.Figure(cfg.split, f"smoothed BLEU-4, macro ({where})", figures["macro_bleu"], model_card.command_line()),
+            model_card.Figure(cfg.split, f"distinct documents per function ({where})", figures["distinct_predictions"] / max(figures["predictions"], 1),
+                              model_card.command_line())])
     return figures
 
 

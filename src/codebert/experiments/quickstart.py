@@ -4,10 +4,14 @@ No argument, no network. Stage by stage: extract a corpus from the standard libr
 CodeSearchNet-layout corpus with `--data`), fit the NL and code n-gram generators on the backbone's
 tokenizer, continue pre-training the packaged all-MiniLM-L6-v2 with MLM+RTD on the corpus for a
 bounded few minutes (the paper's INIT=RoBERTa recipe on the one pre-trained encoder our machines can
-install), fine-tune it as a bi-encoder for code search, rank the corpus's test split with it and
-with the backbone as it came (the paper's MRR protocol), index the source tree and answer a few
-example queries, then write a report (OUT/report.md: each stage's figures and wall time, the
-queries' answers) and say what was made and where.
+install), fine-tune a bi-encoder for code search (from the backbone as it came: the start that
+measured best on csn6's valid split; `--search-start pretrained` starts from the continued model),
+choose on valid how its scores are fused with BM25 (`codebert search hybrid`), rank the corpus's
+test split with it and with the backbone as it came (the paper's MRR protocol), index the source
+tree and answer a few example queries, then write a report (OUT/report.md: each stage's figures
+and wall time, the queries' answers, which start the search model used and why) and say what was
+made and where. Step checkpoints (optimizer state included) are deleted once a stage has finished
+unless `--keep-checkpoints`.
 
 `--init none` keeps the from-scratch chain: a byte-level BPE tokenizer and a tiny RoBERTa-shaped
 model trained from random weights (which, in minutes on a CPU, does not learn to search);
@@ -18,11 +22,12 @@ with `SentenceTransformer(folder)`), OUT/index, OUT/report.md.
 
 from __future__ import annotations
 
+import shutil
 import sysconfig
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from codebert.pretrain import generators as generators_stage
 from codebert.pretrain import tokenizer as tokenizer_stage
@@ -46,6 +51,12 @@ class QuickstartConfig:
     pretrain_minutes: float = option(2.0, "stop pre-training after this many minutes, whatever the step")
     search_steps: int = option(300, "fine-tuning steps of the bi-encoder")
     search_minutes: float = option(3.0, "stop the bi-encoder's fine-tuning after this many minutes")
+    search_start: Literal["auto", "init", "pretrained"] = option(
+        "auto", "what the bi-encoder is fine-tuned from: init (the backbone as it came), pretrained (the MLM+RTD-continued "
+                "model); auto: init where there is a backbone (it measured best on csn6 valid, docs/results.md), else pretrained")
+    choose_ranking: bool = option(True, "choose on the valid split how the search model's scores are fused with BM25 "
+                                        "(codebert search hybrid --save); the index ranks that way")
+    keep_checkpoints: bool = option(False, "keep every step checkpoint (with optimizer state); default: only final/ and best/")
     threads: int = option(0, "CPU threads for torch (0: torch's default)")
     # Questions the standard library's Python code can answer (its gcd is written in C, so not that one).
     queries: list[str] = option(["parse a date string", "read a configuration file", "remove a directory tree recursively"],
@@ -155,18 +166,33 @@ def main(cfg: QuickstartConfig) -> dict[str, Any]:
     print(pretrain.render(pre), flush=True)
     clock.lap("pre-training")
 
-    print(f"\n[5/{steps}] code search: the model fine-tuned as a bi-encoder, {cfg.search_steps} steps or {cfg.search_minutes:g} minutes", flush=True)
+    if not cfg.keep_checkpoints:
+        drop_checkpoints(cfg.out / "pretrain")
+    start_from, why = search_start(cfg, init, pre["out"])
+    print(f"\n[5/{steps}] code search: a bi-encoder fine-tuned from {start_from} ({why}), {cfg.search_steps} steps or "
+          f"{cfg.search_minutes:g} minutes", flush=True)
 # Imported here: each step's modules (torch, transformers) only when it runs: `quickstart --help` and option errors
     # stay instant.
     from codebert.search import evaluate as search_evaluate
     from codebert.search import finetune as search_finetune
+    from codebert.search import hybrid as search_hybrid
 
-    flags = {"model": pre["out"], "data": str(data), "out": str(cfg.out / "search"), "mode": "bi",
+    flags = {"model": start_from, "data": str(data), "out": str(cfg.out / "search"), "mode": "bi",
              "max_steps": cfg.search_steps, "max_minutes": cfg.search_minutes, "progress": cfg.progress, "resume": "auto",
              "threads": cfg.threads}
     preset = read_preset("quickstart", "search" if init is None else "init_search")
     bi = search_finetune.main(load_config(search_finetune.SearchFinetuneConfig, preset, flags))
     print(search_finetune.render(bi), flush=True)
+    if not cfg.keep_checkpoints:
+        drop_checkpoints(cfg.out / "search")
+    hybrid = None
+    if cfg.choose_ranking:
+        valid_size = min(c.get("valid", 0) for c in corpus["counts"].values())
+        if valid_size >= 2:
+            hybrid = search_hybrid.main(load_config(search_hybrid.SearchHybridConfig, None, {
+                "model": bi["out"], "data": str(data), "group_size": min(1000, valid_size), "save": True,
+                "progress": cfg.progress, "threads": cfg.threads}))
+            print(search_hybrid.render(hybrid), flush=True)
     clock.lap("code search")
 
     print(f"\n[6/{steps}] test MRR: the paper's protocol (groups of up to 1,000 candidates) on {data}'s test split", flush=True)
@@ -221,7 +247,11 @@ def main(cfg: QuickstartConfig) -> dict[str, Any]:
         "valid_rtd_acc": pre.get("valid_rtd_acc"),
         "pretrain_steps": pre.get("step"),
         "search_model": bi["out"],
+        "search_start": start_from,
+        "search_start_why": why,
         "search_valid_mrr": bi.get("best_valid_mrr"),
+        "ranking": hybrid["chosen"] if hybrid else {"name": "dense"},
+        "ranking_rows": {r["name"]: r["macro"] for r in hybrid["rows"]} if hybrid else {},
         "test_macro_mrr": {label: r["macro_mrr"] for label, r in test.items()},
         "test_mrr": {label: {k: r[k] for k in r.get("languages", [])} for label, r in test.items()},
         "index": idx["out"] if idx else None,
@@ -233,6 +263,23 @@ def main(cfg: QuickstartConfig) -> dict[str, Any]:
     }
     figures["report"] = write_report(cfg.out / "report.md", figures, gen)
     return figures
+
+
+def search_start(cfg: QuickstartConfig, init: str | None, pretrained: str) -> tuple[str, str]:
+    """(the folder the bi-encoder is fine-tuned from, why)."""
+    if init is None or cfg.search_start == "pretrained":
+        return pretrained, ("no backbone to start from (--init none)" if init is None else "--search-start pretrained")
+    if cfg.search_start == "init":
+        return init, "--search-start init"
+    return init, ("the backbone as it came: on csn6, fine-tuned directly it measured best on valid (best valid MRR 0.897 / "
+                  "0.893, two seeds) against MLM+RTD-continued first (0.890), docs/results.md")
+
+
+def drop_checkpoints(run: Path) -> None:
+    """Delete a finished run's step-NNNNNNNN/ checkpoints (weights and optimizer state): final/ and best/ stay."""
+    for folder in run.glob("step-*"):
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def write_report(path: Path, figures: dict[str, Any], generators: dict[str, Any]) -> str:
@@ -256,8 +303,9 @@ def write_report(path: Path, figures: dict[str, Any], generators: dict[str, Any]
         f"{rates['nl_train_leave_one_out']:.3f}, code {rates['code_unimodal_leave_one_out']:.3f} | {seconds['generators']:.1f} |",
         f"| pre-training (MLM+RTD, {pretrained}) | `{figures['model']}` | {figures['pretrain_steps']} steps; valid MLM accuracy "
         f"{figures['valid_mlm_acc']:.3f}, RTD accuracy {figures['valid_rtd_acc']:.3f} | {seconds['pre-training']:.1f} |",
-        f"| bi-encoder fine-tuning | `{figures['search_model']}` | valid MRR {figures['search_valid_mrr']:.3f} "
-        f"(best validation; each language's capped valid pairs ranked as one group) | {seconds['code search']:.1f} |",
+        f"| bi-encoder fine-tuning, from `{figures['search_start']}` | `{figures['search_model']}` | valid MRR "
+        f"{figures['search_valid_mrr']:.3f} (best validation; each language's capped valid pairs ranked as one group); ranking "
+        f"chosen on valid: {figures['ranking']['name']} | {seconds['code search']:.1f} |",
     ]
     for n, (label, mrr) in enumerate(figures["test_macro_mrr"].items()):
         per_language = ", ".join(f"{lang} {v:.4f}" for lang, v in figures["test_mrr"][label].items())
@@ -265,6 +313,13 @@ def write_report(path: Path, figures: dict[str, Any], generators: dict[str, Any]
         lines.append(f"| test ranking: {label} | test split, groups of up to 1,000 | macro MRR **{mrr:.4f}** ({per_language}) | {wall} |")
     if figures["index"]:
         lines.append(f"| index | `{figures['index']}` | {figures['indexed_functions']:,} functions | {seconds['index']:.1f} |")
+    lines += ["", f"The search model was fine-tuned from `{figures['search_start']}`: {figures['search_start_why']}."]
+    if figures["ranking_rows"]:
+        lines += ["", "Ranking on the valid split (macro MRR; summaries as they are / cut to 4 content words):", "",
+                  "| ranking | summaries | 4 words |", "|---|---|---|"]
+        lines += [f"| {name} | {m.get('0', float('nan')):.4f} | {m.get('4', float('nan')):.4f} |" for name, m in figures["ranking_rows"].items()]
+        lines += ["", f"Chosen (best mean of the two among those never below dense): **{figures['ranking']['name']}**; "
+                      "the index ranks that way by default (`codebert query --ranking`)."]
     if figures["queries"]:
         lines += ["", "## Example queries"]
     for answer in figures["queries"]:

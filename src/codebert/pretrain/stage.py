@@ -24,6 +24,7 @@ import torch
 
 from codebert.pretrain import objectives
 from codebert.config import option
+from codebert import model_card
 from codebert.errors import UserError
 from codebert.corpus.jsonl import UNIMODAL
 from codebert.pretrain.generators import NgramGenerator, counted_records, gather_contexts, leave_one_out_problem
@@ -327,6 +328,9 @@ def main(cfg: PretrainConfig) -> dict[str, Any]:
         frozen=list(model.base_model.parameters()) if cfg.frozen_steps else None,
     )
     figures.update(out=str(cfg.out / "final"), objective=cfg.objective)
+    if stage.dist.main:
+        valid = {name: figures[name] for name in ("valid_mlm_acc", "valid_rtd_acc", "valid_rtd_auc", "valid_loss") if name in figures}
+        model_card.write_training_card(cfg.out / "final", "pretrain", cfg, cfg.init, valid, figures.get("step"))
     return figures
 
 

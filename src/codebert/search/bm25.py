@@ -7,7 +7,10 @@ import re
 
 import numpy as np
 
-from codebert.search.data import SearchExamples
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the query path imports this module: not the corpus readers
+    from codebert.search.data import SearchExamples
 
 _WORD = re.compile(r"[A-Za-z0-9]+")
 _SUBWORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")

@@ -7,6 +7,7 @@ line breaks inside a token (multi-line string literals) turned into spaces.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +100,37 @@ def evaluation_groups(n: int, group_size: int = GROUP_SIZE, seed: int = 0) -> li
     idxs = np.arange(n)
     np.random.RandomState(seed).shuffle(idxs)  # the legacy global-seed shuffle, bit for bit
     return [idxs[start : start + group_size] for start in range(0, n - group_size + 1, group_size)]
+
+
+# Function words a person leaves out of a search box; the rest of a summary is what short queries keep.
+STOPWORDS = frozenset("""a an the this that these those it its of to in on at by for from with into as and or but if
+then else is are was were be been being do does did has have had will would can could should may might must not no
+which who whom what when where how all any each some such than too very so only also given specified provided
+returns return""".split())
+_QUERY_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]*|[0-9]+")
+
+
+def short_queries(queries: list[str], words: int, seed: int = 0) -> list[str]:
+    """Summaries cut to `words` content words (beyond the paper; issue 25's short natural queries).
+
+    A query typed into a search box is shorter and less like a docstring than the summary it stands
+    for: each summary keeps `words` of its words that are not function words (STOPWORDS), chosen
+    at random (seeded: the same queries every run) and kept in their order; a summary with fewer
+    content words keeps all of them, and one with none keeps its first `words` words.
+    `words` = 0 keeps every summary as it is."""
+    if words <= 0:
+        return list(queries)
+    rng = np.random.default_rng(seed)
+    out = []
+    for text in queries:
+        tokens = _QUERY_WORD.findall(text)
+        content = [i for i, t in enumerate(tokens) if t.lower() not in STOPWORDS]
+        if not content:
+            out.append(" ".join(tokens[:words]))
+            continue
+        keep = sorted(rng.choice(content, size=min(words, len(content)), replace=False)) if len(content) > words else content
+        out.append(" ".join(tokens[i] for i in keep))
+    return out
 
 
 def languages_of(cfg_language: list[str], data: Path) -> list[str]:

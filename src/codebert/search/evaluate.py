@@ -28,10 +28,11 @@ from transformers.utils import logging as hf_logging
 from codebert.backbone import resolve
 from codebert.inputs import Layout
 from codebert.config import option
+from codebert import model_card
 from codebert.errors import UserError
 from codebert.inputs import encode_texts
-from codebert.search.data import GROUP_SIZE, languages_of, load_examples
-from codebert.search.bm25 import BM25Scorer
+from codebert.search.data import GROUP_SIZE, languages_of, load_examples, short_queries
+from codebert.search.lexical import FtsScorer
 from codebert.search.fusion import Fusion, FusedScorer
 from codebert.search.scorers import CrossScorer, VectorScorer, encode_all, full_ranking_mrr, group_mrr, groups_for
 from codebert.search.table import render_results, write_results
@@ -56,10 +57,11 @@ class SearchEvaluateConfig:
     rerank: str | None = option(None, "cross-encoder folder that re-ranks the bi-encoder's top --rerank-k in --full ranking")
     rerank_k: int = option(10, "candidates re-ranked by --rerank")
     ranking: Literal["dense", "lexical", "hybrid"] = option(
-        "dense", "bi-encoder: rank by its vectors (dense), by BM25 over identifiers split into sub-words (lexical), or by "
-        "both fused (hybrid, search/fusion.py)")
+        "dense", "bi-encoder: rank by its vectors (dense), by BM25 over identifiers split into sub-words (lexical: SQLite FTS5's, "
+        "the search tool's; search/lexical.py), or by both fused (hybrid, search/fusion.py)")
     fusion: Fusion = option("sum", "hybrid: sum (min-max normalised scores, --lexical-weight) or rrf (reciprocal ranks, k = 60)")
     lexical_weight: float = option(0.3, "hybrid sum: the BM25 share of the fused score, in [0, 1]")
+    query_words: int = option(0, "cut each query to this many content words (search/data.py short_queries: short natural queries; 0: whole summaries)")
     out: Path | None = option(None, "also write the figures as JSON to this file (for `codebert search table`)")
     label: str = option("", "row name in the table (default: the model folder)")
     threads: int = option(0, "CPU threads for torch (0: torch's default)")
@@ -71,7 +73,7 @@ class SearchEvaluateConfig:
             problems.append(f"--data {self.data}: no such folder")
         if self.group_size < 2:
             problems.append("--group-size: must be >= 2")
-        for name in ("max_groups", "queries_per_group", "threads"):
+        for name in ("max_groups", "queries_per_group", "threads", "query_words"):
             if getattr(self, name) < 0:
                 problems.append(f"--{name.replace('_', '-')}: must be >= 0")
         if self.batch_size < 1 or self.rerank_k < 1:
@@ -118,6 +120,7 @@ def main(cfg: SearchEvaluateConfig) -> dict[str, Any]:
     mrrs, started = {}, time.perf_counter()
     for lang in languages_of(cfg.language, cfg.data):
         examples = load_examples(cfg.data, cfg.split, [lang])
+        examples.queries = short_queries(examples.queries, cfg.query_words)
         groups = groups_for(len(examples), cfg.group_size, cfg.max_groups)
         per_group = min(cfg.queries_per_group or cfg.group_size, cfg.group_size)
         lang_start = time.perf_counter()
@@ -130,13 +133,13 @@ def main(cfg: SearchEvaluateConfig) -> dict[str, Any]:
             figures[f"{lang}_pairs_per_s"] = scorer.pairs_scored / max(scorer.seconds, 1e-9)
         else:
             if cfg.ranking == "lexical":
-                scorer = BM25Scorer(examples)
+                scorer = FtsScorer(examples)
             else:
                 q = encode_all(model, encode_texts(tokenizer, examples.queries), spec.query_length, cfg.batch_size, device, layout).numpy()
                 c = encode_all(model, encode_texts(tokenizer, examples.codes), spec.max_length, cfg.batch_size, device, layout).numpy()
                 scorer = VectorScorer(q, c)
                 if cfg.ranking == "hybrid":
-                    scorer = FusedScorer(scorer, BM25Scorer(examples), cfg.fusion, cfg.lexical_weight)
+                    scorer = FusedScorer(scorer, FtsScorer(examples), cfg.fusion, cfg.lexical_weight)
             mrrs[lang], queries = group_mrr(scorer, groups, cfg.queries_per_group)
             if cfg.full:
                 rerank_fn = None
@@ -156,8 +159,15 @@ def main(cfg: SearchEvaluateConfig) -> dict[str, Any]:
     figures["macro_mrr"] = float(np.mean(list(mrrs.values())))
     figures["seconds"] = time.perf_counter() - started
     figures["protocol"] = {"group_size": cfg.group_size, "max_groups": cfg.max_groups, "queries_per_group": cfg.queries_per_group, "split": cfg.split}
+    if cfg.query_words:
+        figures["protocol"]["query_words"] = cfg.query_words
     if cfg.out is not None:
         write_results(cfg.out, figures)
+    how = f"{cfg.split}, groups of {cfg.group_size}" + (f", {cfg.max_groups} per language" if cfg.max_groups else "") + \
+        (f", {cfg.queries_per_group} queries each" if cfg.queries_per_group else "") + \
+        ("" if cfg.ranking == "dense" else f", {cfg.ranking}" + (f" {cfg.fusion}" + (f" {cfg.lexical_weight:g}" if cfg.fusion == "sum" else "") if cfg.ranking == "hybrid" else "")) + \
+        (f", queries cut to {cfg.query_words} words" if cfg.query_words else "")
+    model_card.add_figures(Path(resolve(cfg.model)), [model_card.Figure(cfg.split, f"macro MRR ({how})", figures["macro_mrr"], model_card.command_line())])
     return figures
 
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from codebert.config import option
+from codebert import model_card
 from codebert.errors import UserError
 from codebert.inputs import encode_texts
 from codebert.tables import numeric_table
@@ -276,6 +277,11 @@ def main(cfg: SearchFinetuneConfig) -> dict[str, Any]:
     figures = stage.fit(model, loss_fn, corpus, collate_fn, cfg.max_length, save_model, load_model=load_model,
                         evaluate=evaluate, best_metric=best, groups=batch_groups)
     figures.update(out=str(cfg.out / "best"), mode=cfg.mode)
+    if stage.dist.main:
+        valid = {f"best {best} (valid, each language's capped pairs as one group)" if best == "mrr" else f"best {best} (valid)":
+                 figures[f"best_valid_{best}"]} if f"best_valid_{best}" in figures else {}
+        model_card.write_training_card(cfg.out / "best", "search" if cfg.mode == "bi" else "search-cross", cfg,
+                                       None if cfg.from_scratch else cfg.model, valid, figures.get("step"))
     return figures
 
 

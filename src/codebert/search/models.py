@@ -15,7 +15,7 @@ Any BERT- or RoBERTa-family folder is a starting point (`codebert.backbone`); in
 out by `codebert.inputs.Layout`.
 
 Every folder also holds `search_model.json` ({"mode", "pooling", "max_length", "query_length",
-"pair_layout", "nl_length"}), which tells `codebert search evaluate` and `codebert index` how to use it.
+"pair_layout", "nl_length", "ranking", "fusion", "lexical_weight"}), which tells `codebert search evaluate` and `codebert index` how to use it.
 """
 
 from __future__ import annotations
@@ -50,6 +50,10 @@ class SearchSpec:
     # cross only; the defaults are what folders written before these fields were trained with
     pair_layout: PairStyle = "tokenizer"  # how a pair is laid out (inputs.PairStyle); new cross-encoders: codebert
     nl_length: int = 0  # NL tokens kept before the pair is truncated (0: not cut); new cross-encoders: 50, as utils.py
+    # bi only: the ranking `codebert search hybrid --save` chose on valid, the tool's default for this model
+    ranking: str = "dense"  # dense | lexical | hybrid
+    fusion: str = "sum"  # hybrid: sum | rrf (search/fusion.py)
+    lexical_weight: float = 0.0  # hybrid sum: BM25's share of the fused score
 
     def save(self, folder: Path) -> None:
         with atomic_write(folder / SEARCH_FILE) as f:

@@ -31,7 +31,8 @@ from codebert.io import atomic_write
 from codebert.corpus.languages import SPECS
 from codebert.errors import UserError
 from codebert.tables import format_table
-from codebert.tool.store import MANIFEST, SCHEMA, build_faiss, group_by_language, read_manifest
+from codebert.search import lexical
+from codebert.tool.store import MANIFEST, SCHEMA, ZERO_SHOT_RANKING, Ranking, build_faiss, group_by_language, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def main(cfg: IndexConfig) -> dict[str, Any]:
     all_roots = sorted(set((manifest or {}).get("roots", [])) | set(roots))
     new_manifest = {"generation": g, "model": model_id, "dimension": int(dim), "functions": int(len(ids)),
                     "search": "hnsw" if len(ids) > cfg.exact_limit else "exact", "include_docs": cfg.include_docs,
-                    "language_rows": language_rows,
+                    "language_rows": language_rows, "ranking": model_ranking(cfg.model).as_dict(),
                     "roots": all_roots, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
     _switch_generation(out, g, new_manifest)
     skipped = sum(v for k, v in reasons.items() if k[1].startswith("file:"))
@@ -120,6 +121,18 @@ def main(cfg: IndexConfig) -> dict[str, Any]:
             "encode_seconds": encode_seconds, "functions_per_s": len(texts) / encode_seconds if encode_seconds else 0.0,
             "seconds": time.perf_counter() - started, "search": new_manifest["search"], "lean_queries": lean,
             "precision": encoder.precision if encoder is not None else "-"}
+
+
+def model_ranking(model: str) -> Ranking:
+    """The ranking the model's search_model.json records (`search hybrid --save`), else ZERO_SHOT_RANKING
+    for a model fine-tuned by no one here (a sentence-transformers folder, minilm)."""
+    # Imported here: tree-sitter, torch, transformers and faiss only when indexing: `index --help` stays instant.
+    from codebert.backbone import resolve
+
+    path = Path(resolve(model)) / "search_model.json"
+    if not path.is_file():
+        return ZERO_SHOT_RANKING
+    return Ranking.of(json.loads(path.read_text(encoding="utf-8"))) or Ranking("dense")
 
 
 def _check_compatible(manifest: dict[str, Any] | None, model_id: str, cfg: IndexConfig) -> None:
@@ -140,6 +153,11 @@ def _open_meta(out: Path, manifest: dict[str, Any] | None, old_g: int, g: int) -
     db.executescript(SCHEMA)
     if "tokens" not in {row[1] for row in db.execute("PRAGMA table_info(functions)")}:
         db.execute("ALTER TABLE functions ADD COLUMN tokens TEXT NOT NULL DEFAULT ''")  # an index made before --rerank
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (lexical.TABLE,)).fetchone() is None:
+        db.execute(lexical.SCHEMA)
+        # An index made before the lexical index: its functions' text as the vectors read it (their
+        # doc comment is not stored apart; the code's own comments are in `text`).
+        lexical.add(db, db.execute("SELECT id, name || ' ' || text FROM functions").fetchall())
     return db
 
 
@@ -166,6 +184,7 @@ def _drop_stale(db: sqlite3.Connection, seen: dict[str, tuple[SourceFile, str, s
     stale = deleted + [known[p][0] for p in changed if p in known]
     removed_functions = [r[0] for r in db.execute(f"SELECT id FROM functions WHERE file_id IN ({','.join('?' * len(stale))})", stale)] if stale else []
     if stale:
+        lexical.remove(db, removed_functions)
         db.execute(f"DELETE FROM functions WHERE file_id IN ({','.join('?' * len(stale))})", stale)
         db.execute(f"DELETE FROM files WHERE id IN ({','.join('?' * len(stale))})", stale)
     return deleted, changed, removed_functions
@@ -191,6 +210,8 @@ def _add_functions(db: sqlite3.Connection, seen: dict[str, tuple[SourceFile, str
                              (cursor.lastrowid, fn.name, src.language, fn.start_line, fn.end_line, fn.code, " ".join(fn.code_tokens)))
             new_rows.append(row.lastrowid)
             texts.append(function_text(fn, include_docs))
+            # The lexical index reads what the vectors read, plus the name: a query names what it wants.
+            lexical.add(db, [(row.lastrowid, f"{fn.name} {texts[-1]}")])
     return new_rows, texts
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from codebert.config import option
 from codebert.errors import UserError
-from codebert.tool.store import IndexStore
+from codebert.tool.store import IndexStore, Ranking
 
 
 @dataclass
@@ -24,6 +24,9 @@ class QueryConfig:
     k: int = option(10, "results to show")
     language: str | None = option(None, "only results in this language")
     snippet_lines: int = option(6, "lines of each function to show")
+    ranking: Literal["auto", "dense", "lexical", "hybrid"] = option(
+        "auto", "dense: by the vectors; lexical: BM25 over identifiers split into sub-words; hybrid: both fused; "
+                "auto: what the index records (the model's choice on valid, `codebert search hybrid`)")
     rerank: str | None = option(None, "cross-encoder folder (`search finetune --mode cross`) that re-orders the top --rerank-k")
     rerank_k: int = option(50, "candidates the cross-encoder re-scores (at least -k)")
     threads: int = option(0, "CPU threads for torch (0: torch's default)")
@@ -75,17 +78,28 @@ def query_main(cfg: QueryConfig) -> dict[str, Any]:
     reranker = Reranker(cfg.rerank, cfg.threads) if cfg.rerank else None
     t0 = time.perf_counter()
     vector = encoder.encode_queries([cfg.text])[0]
-    if reranker is None:
-        results = store.search(vector, cfg.k, cfg.language)
-    else:
-        results = reranker.rerank(cfg.text, store.search(vector, max(cfg.k, cfg.rerank_k), cfg.language))[: cfg.k]
+    ranking = chosen_ranking(store, cfg.ranking)
+    depth = cfg.k if reranker is None else max(cfg.k, cfg.rerank_k)
+    results = store.rank_many(vector[None], [cfg.text], depth, [cfg.language], ranking)[0]
+    if reranker is not None:
+        results = reranker.rerank(cfg.text, results)[: cfg.k]
     latency = time.perf_counter() - t0
     terms = highlight_terms(cfg.text)
     for r in results:
         r["terms"] = terms
         r["snippet_lines"] = cfg.snippet_lines
     return {"query": cfg.text, "results": results, "latency_ms": 1000 * latency, "load_seconds": load_seconds,
-            "functions": store.manifest["functions"]}
+            "functions": store.manifest["functions"], "ranking": ranking.as_dict()}
+
+
+def chosen_ranking(store: IndexStore, asked: str) -> Ranking:
+    """auto: the index's ranking; hybrid where the index records another: its fusion if it has one,
+    else reciprocal-rank fusion (no weight to choose); dense or lexical: as asked."""
+    if asked == "auto":
+        return store.ranking
+    if asked == "hybrid":
+        return store.ranking if store.ranking.ranking == "hybrid" else Ranking("hybrid", "rrf")
+    return Ranking(asked)
 
 
 class Reranker:

@@ -3,7 +3,8 @@
 Endpoints
   GET /?q=&language=         the search page (search box, language filter, results, detail view);
                              the query lives in the URL, so a search can be linked and reloaded
-  GET /api/search?q=&k=&language=&html=   ranked functions with path, lines, score, first lines
+  GET /api/search?q=&k=&language=&html=&ranking=   ranked functions with path, lines, score, first lines
+                             (ranking: auto = the index's, dense, lexical or hybrid)
   GET /api/functions/{id}?q= one function: its text syntax-highlighted, query words marked
   GET /api/stats             index size per language, model, roots
   GET /api/health            liveness
@@ -250,9 +251,9 @@ class Batcher:
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         threading.Thread(target=self._work, name="codebert-batcher", daemon=True).start()
 
-    def submit(self, text: str, k: int, language: str | None) -> Future:
+    def submit(self, text: str, k: int, language: str | None, ranking=None) -> Future:
         future: Future = Future()
-        self.queue.put((text, k, language, future))
+        self.queue.put((text, k, language, ranking, future))
         return future
 
     def _work(self) -> None:
@@ -267,8 +268,14 @@ class Batcher:
                 store = self.searcher.current()
                 vectors = self.searcher.encoder.encode_queries([item[0] for item in batch])
                 k = max(item[1] for item in batch)
-                found = store.search_many(vectors, k, [item[2] for item in batch])
-                for (_, want, _, future), rows in zip(batch, found):
+                found: list = [None] * len(batch)
+                # One ranked search per ranking asked for (most batches: one, the index's own).
+                for ranking in {item[3] for item in batch}:
+                    rows = [i for i, item in enumerate(batch) if item[3] == ranking]
+                    ranked = store.rank_many(vectors[rows], [batch[i][0] for i in rows], k, [batch[i][2] for i in rows], ranking)
+                    for i, result in zip(rows, ranked):
+                        found[i] = result
+                for (_, want, _, _, future), rows in zip(batch, found):
                     future.set_result(rows[:want])
             except Exception as exc:  # noqa: BLE001 -- handed to every waiting request, which answers it
                 for *_, future in batch:
@@ -302,7 +309,8 @@ def create_app(index: Path, threads: int = 0, precision: str = "auto"):
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    from codebert.tool.query import highlight_terms
+    from codebert.tool.query import chosen_ranking, highlight_terms
+    from codebert.tool.store import RANKINGS
 
     searcher = Searcher(index, threads, precision)
     batcher = Batcher(searcher)
@@ -338,7 +346,8 @@ def create_app(index: Path, threads: int = 0, precision: str = "auto"):
 
     def summary(row: dict[str, Any]) -> dict[str, Any]:
         return {"id": row["id"], "name": row["name"], "language": row["language"], "path": row["path"],
-                "start_line": row["start_line"], "end_line": row["end_line"], "score": row.get("score")}
+                "start_line": row["start_line"], "end_line": row["end_line"], "score": row.get("score"),
+                **{key: row[key] for key in ("vector_score", "lexical_score") if key in row}}
 
     @app.get("/api/health")
     def health() -> dict[str, Any]:
@@ -352,7 +361,8 @@ def create_app(index: Path, threads: int = 0, precision: str = "auto"):
     async def search(q: str = Query(..., description=f"what the code should do, in plain English (at most {MAX_QUERY} characters)"),
                      k: int = Query(10, description=f"results, 1..{MAX_K}"),
                      language: str | None = Query(None, description="only this language (one of /api/stats' per_language)"),
-                     highlight_snippets: bool = Query(False, alias="html", description="also each snippet as syntax-highlighted HTML (costs server time)")):
+                     highlight_snippets: bool = Query(False, alias="html", description="also each snippet as syntax-highlighted HTML (costs server time)"),
+                     ranking: str = Query("auto", description="auto (the index's), dense, lexical or hybrid (`codebert query --ranking`)")):
         """Ranked functions, each with its location, score and first lines (`snippet`); `terms` are
         the query words a page may mark in them."""
         checked_query(q, required=True)
@@ -361,9 +371,11 @@ def create_app(index: Path, threads: int = 0, precision: str = "auto"):
         store = searcher.current()
         if language and language not in store.languages:
             raise ApiError(422, f"language: {language[:40]!r} is not indexed (indexed: {', '.join(sorted(store.languages))})")
+        if ranking not in ("auto", *RANKINGS):
+            raise ApiError(400, f"ranking: {ranking[:20]!r} is not one of auto, {', '.join(RANKINGS)}")
         started = time.perf_counter()
         try:
-            rows = await asyncio.wrap_future(batcher.submit(q, k, language or None))
+            rows = await asyncio.wrap_future(batcher.submit(q, k, language or None, chosen_ranking(store, ranking)))
         except UserError as exc:  # the index changed under the request (a language gone)
             raise ApiError(422, str(exc)) from None
         terms = highlight_terms(q)[:MAX_TERMS]

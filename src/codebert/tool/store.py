@@ -11,8 +11,13 @@ An index folder holds, for generation g (bumped by every update):
                   (100,000) vectors; below it, search is exact, one matrix product over vectors-g.npy
   query-encoder/  the encoder as an ONNX graph with its tokenizer (`codebert.tool.query_encoder`):
                   `codebert query` answers without importing torch
-  manifest.json   the current generation, the model and the counts; written last, so a run
-                  killed at any moment leaves the previous index intact
+  manifest.json   the current generation, the model, the counts and the ranking; written last, so
+                  a run killed at any moment leaves the previous index intact
+The SQLite file also holds the lexical index (`codebert.search.lexical`: FTS5 BM25 over each
+function's sub-words), updated with its functions. A query is ranked by the vectors (dense), by
+BM25 (lexical) or by both fused (hybrid, `codebert.search.fusion`): the manifest's `ranking`,
+what the model's search_model.json says (`codebert search hybrid --save` chose it on valid) or,
+for a model without one, ZERO_SHOT_RANKING.
 """
 
 from __future__ import annotations
@@ -20,12 +25,15 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from codebert.errors import UserError
+from codebert.search import lexical
+from codebert.search.fusion import fuse
 
 MANIFEST = "manifest.json"
 SCHEMA = """
@@ -37,6 +45,34 @@ CREATE TABLE IF NOT EXISTS functions (
     tokens TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS functions_file ON functions(file_id);
 """
+
+
+RANKINGS = ("dense", "lexical", "hybrid")
+HYBRID_DEPTH = 100  # candidates each ranker puts into a fused ranking
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """How an index ranks its functions (the fields of search_model.json that `search hybrid --save` writes)."""
+
+    ranking: str = "dense"  # dense | lexical | hybrid
+    fusion: str = "sum"  # hybrid: sum (min-max normalised scores) | rrf (reciprocal ranks)
+    lexical_weight: float = 0.0  # hybrid sum: BM25's share
+
+    @staticmethod
+    def of(record: dict[str, Any] | None) -> Ranking | None:
+        """The ranking a search_model.json or a manifest records, if it records one."""
+        if not record or record.get("ranking") not in RANKINGS:
+            return None
+        return Ranking(record["ranking"], record.get("fusion", "sum"), float(record.get("lexical_weight", 0.0)))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# A model with no search_model.json choice (zero-shot MiniLM, any sentence-transformers folder): the
+# fusion `codebert search hybrid --model minilm --data csn6` chose on csn6's valid split (docs/results.md).
+ZERO_SHOT_RANKING = Ranking("dense")
 
 
 # ------------------------------------------------------------------------------------- storage
@@ -161,10 +197,45 @@ class IndexStore:
         """`search` for a batch of query vectors (row i filtered to languages[i]): one matrix product
         (exact) or FAISS call (HNSW) per language present, one SQLite query for every hit. A language
         the index lacks raises UserError."""
+        self._check_languages(languages)
+        return self._attach(self._dense_hits(np.ascontiguousarray(vectors, dtype=np.float32), k, languages))
+
+    def rank_many(self, vectors: np.ndarray, texts: list[str], k: int, languages: list[str | None],
+                  ranking: Ranking | None = None) -> list[list[dict[str, Any]]]:
+        """`search_many` ranked as `ranking` says (default: the index's own, `self.ranking`).
+
+        lexical: FTS5's BM25 of the query's sub-words. hybrid: the union of each ranker's
+        HYBRID_DEPTH best, each candidate scored by both (a candidate BM25 did not return scores
+        0; one the vectors did not return gets its cosine computed), fused as `search hybrid`
+        fuses a group's scores. For `sum`, the dense scores are min-max normalised between the
+        lowest cosine in the searched rows (exact search; HNSW: among the candidates) and the
+        best, and BM25's between 0 (a function matching no query word) and the best, as over
+        the 1,000 candidates of a group. Results carry `vector_score` and `lexical_score`."""
+        ranking = ranking or self.ranking
+        if ranking.ranking == "dense":
+            return self.search_many(vectors, k, languages)
+        if not self.has_lexical:
+            raise UserError(f"{self.folder}: this index has no lexical index (built before it existed); "
+                            f"run `codebert index` on it again to add one, or rank with --ranking dense")
+        self._check_languages(languages)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        depth = max(k, HYBRID_DEPTH)
+        dense = self._dense_hits(vectors, depth, languages) if ranking.ranking == "hybrid" else None
+        hits = []
+        for row, (text, language) in enumerate(zip(texts, languages)):
+            found = self.lexical_hits(text, depth, language)
+            if dense is None:
+                hits.append([(i, s, {"lexical_score": s}) for i, s in found[:k]])
+            else:
+                hits.append(self._fused(vectors[row], dense[row], found, language, ranking)[:k])
+        return self._attach(hits)
+
+    def _check_languages(self, languages: list[str | None]) -> None:
         unknown = sorted({lang for lang in languages if lang is not None and lang not in self.languages})
         if unknown:
             raise UserError(f"language {', '.join(unknown)}: not in this index (indexed: {', '.join(sorted(self.languages)) or 'none'})")
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _dense_hits(self, vectors: np.ndarray, k: int, languages: list[str | None]) -> list[list[tuple[int, float]]]:
         hits: list[list[tuple[int, float]]] = [[] for _ in range(len(vectors))]
         total = int(self.manifest.get("functions", 0))
         for language in set(languages):
@@ -180,8 +251,64 @@ class IndexStore:
             scores, ids = self.faiss.search(vectors[rows], want, params=params)
             for row, row_scores, row_ids in zip(rows, scores, ids):
                 hits[row] = [(int(i), float(s)) for i, s in zip(row_ids, row_scores) if i >= 0]
-        found = self.functions(sorted({i for row in hits for i, _ in row}))
-        return [[{**found[i], "score": s} for i, s in row if i in found] for row in hits]
+        return hits
+
+    def _attach(self, hits: list[list[tuple]]) -> list[list[dict[str, Any]]]:
+        """Each hit (id, score[, extra fields]) with its function's row, one SQLite query for all."""
+        found = self.functions(sorted({hit[0] for row in hits for hit in row}))
+        return [[{**found[hit[0]], "score": hit[1], **(hit[2] if len(hit) > 2 else {})} for hit in row if hit[0] in found]
+                for row in hits]
+
+    @functools.cached_property
+    def has_lexical(self) -> bool:
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (lexical.TABLE,)).fetchone() is not None
+
+    @functools.cached_property
+    def ranking(self) -> Ranking:
+        """The index's ranking: its manifest's (`codebert index` records the model's), else dense
+        for an index made before there was a choice."""
+        return Ranking.of(self.manifest.get("ranking")) or Ranking("dense")
+
+    def lexical_hits(self, text: str, limit: int, language: str | None) -> list[tuple[int, float]]:
+        """(function id, BM25) of the best `limit` lexical matches, optionally of one language."""
+        if language is None:
+            return lexical.search(self.db, text, limit)
+        return lexical.search(self.db, text, limit, "JOIN functions f ON f.id = lexical.rowid", "AND f.language = ?", (language,))
+
+    def _fused(self, vector: np.ndarray, dense: list[tuple[int, float]], found: list[tuple[int, float]], language: str | None,
+               ranking: Ranking) -> list[tuple[int, float, dict[str, float]]]:
+        cosine, bm25 = dict(dense), dict(found)
+        ids = list(dict.fromkeys([i for i, _ in dense] + [i for i, _ in found]))
+        for i in ids:
+            if i not in cosine:
+                cosine[i] = float(self._vector_of(i) @ vector)
+        if not ids:
+            return []
+        floor = self._dense_floor(vector, language, min(cosine.values()))
+        # One extra candidate at the floor of both rankers: min-max then spans what a group's would.
+        d = np.array([cosine[i] for i in ids] + [floor])[None]
+        b = np.array([bm25.get(i, 0.0) for i in ids] + [0.0])[None]
+        fused = fuse(d, b, ranking.fusion, ranking.lexical_weight)[0][:-1]
+        order = np.argsort(-fused, kind="stable")
+        return [(ids[j], float(fused[j]), {"vector_score": cosine[ids[j]], "lexical_score": bm25.get(ids[j], 0.0)}) for j in order]
+
+    def _dense_floor(self, vector: np.ndarray, language: str | None, candidates_floor: float) -> float:
+        """The lowest cosine of the query over the rows searched (exact search); HNSW: over the candidates."""
+        if self.manifest.get("search") == "hnsw":
+            return candidates_floor
+        vectors, ids, slices = self.exact
+        rows = slice(0, len(ids)) if language is None else slices.get(language, slice(0, 0))
+        block = vectors[rows]
+        return float((block @ vector).min()) if len(block) else candidates_floor
+
+    @functools.cached_property
+    def _rows_by_id(self) -> dict[int, int]:
+        return {int(i): row for row, i in enumerate(self.exact[1])}
+
+    def _vector_of(self, function_id: int) -> np.ndarray:
+        if self.manifest.get("search") == "hnsw":
+            return self.faiss.reconstruct(int(function_id))
+        return self.exact[0][self._rows_by_id[function_id]]
 
     def functions(self, ids: list[int]) -> dict[int, dict[str, Any]]:
         if not ids:
@@ -196,6 +323,7 @@ class IndexStore:
         per_language = self.languages
         files = self.db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
         return {**{k: self.manifest[k] for k in ("model", "generation", "functions", "search")}, "files": files,
+                "ranking": self.ranking.as_dict(), "lexical_index": self.has_lexical,
                 "per_language": per_language, "roots": self.manifest.get("roots", [])}
 
 
