@@ -354,12 +354,12 @@ def test_the_lexical_index_follows_every_update_and_finds_identifiers(tree, tiny
 
 
 def test_hybrid_ranking_fuses_both_and_its_extremes_are_each_ranker(tree, tiny_model_dir, tmp_path):
-    from codebert.tool.store import Ranking
+    from codebert.tool.store import ZERO_SHOT_RANKING, Ranking
 
     out = tmp_path / "idx"
     build([tree], tiny_model_dir, out)
     store = IndexStore(out)
-    assert store.ranking == Ranking("dense")  # the tiny model has no choice recorded: the zero-shot default
+    assert store.ranking == ZERO_SHOT_RANKING == Ranking("hybrid", "sum", 0.3)  # no choice recorded: the zero-shot default
     vector = TextEncoder(str(tiny_model_dir), threads=1).encode_queries(["parse a memory string"])
     dense = [h["id"] for h in store.rank_many(vector, ["parse a memory string"], 8, [None], Ranking("dense"))[0]]
     only_vectors = store.rank_many(vector, ["parse a memory string"], 8, [None], Ranking("hybrid", "sum", 0.0))[0]
@@ -368,11 +368,13 @@ def test_hybrid_ranking_fuses_both_and_its_extremes_are_each_ranker(tree, tiny_m
     only_words = store.rank_many(vector, ["parse a memory string"], 8, [None], Ranking("hybrid", "sum", 1.0))[0]
     assert [h["lexical_score"] for h in only_words][: len(lexical)] == pytest.approx([h["lexical_score"] for h in lexical])
     for fusion in ("rrf", "sum"):
-        hits = ranked(out, "parse a memory string", "hybrid", k="5")["results"] if fusion == "rrf" else \
-            store.rank_many(vector, ["parse a memory string"], 5, [None], Ranking("hybrid", "sum", 0.5))[0]
+        hits = store.rank_many(vector, ["parse a memory string"], 5, [None], Ranking("hybrid", fusion, 0.5))[0]
         assert len(hits) == 5 and hits == sorted(hits, key=lambda h: -h["score"])
         assert all({"vector_score", "lexical_score"} <= set(h) for h in hits)
-    assert ranked(out, "parse a memory string", "hybrid")["ranking"] == {"ranking": "hybrid", "fusion": "rrf", "lexical_weight": 0.0}
+    # the command line ranks as the index records unless told otherwise
+    assert ranked(out, "parse a memory string", "auto")["ranking"] == ZERO_SHOT_RANKING.as_dict()
+    assert [h["id"] for h in ranked(out, "parse a memory string", "auto", k="5")["results"]] == \
+        [h["id"] for h in store.rank_many(vector, ["parse a memory string"], 5, [None], ZERO_SHOT_RANKING)[0]]
 
 
 def test_the_models_chosen_ranking_becomes_the_indexs_default(tree, tiny_model_dir, tmp_path):
@@ -382,6 +384,11 @@ def test_the_models_chosen_ranking_becomes_the_indexs_default(tree, tiny_model_d
     build([tree], model, tmp_path / "idx")
     assert ranked(tmp_path / "idx", "parse a memory string", "auto")["ranking"] == {"ranking": "hybrid", "fusion": "sum", "lexical_weight": 0.25}
     assert IndexStore(tmp_path / "idx").stats()["ranking"]["lexical_weight"] == 0.25
+    # a model whose choice on valid was dense: dense by default, and hybrid asked for is RRF (no weight chosen)
+    (model / "search_model.json").write_text(json.dumps({"mode": "bi", "ranking": "dense"}))
+    build([tree], model, tmp_path / "idx2")
+    assert ranked(tmp_path / "idx2", "parse a memory string", "auto")["ranking"]["ranking"] == "dense"
+    assert ranked(tmp_path / "idx2", "parse a memory string", "hybrid")["ranking"] == {"ranking": "hybrid", "fusion": "rrf", "lexical_weight": 0.0}
 
 
 def test_an_index_made_before_the_lexical_index_gains_one_on_update_and_says_so_before(tree, tiny_model_dir, tmp_path, capsys):

@@ -113,7 +113,7 @@ def test_the_bi_encoder_carries_a_model_card_that_gains_each_measured_figure(bi_
     meta = yaml.safe_load(card.split("---")[1])
     assert meta["base_model"] == str(tiny_model_dir) and meta["library_name"] == "sentence-transformers"
     assert meta["pipeline_tag"] == "sentence-similarity"
-    [valid] = meta["model-index"][0]["results"]
+    [valid] = [r for r in meta["model-index"][0]["results"] if r["dataset"]["split"] == "valid"]
     assert valid["metrics"][0]["value"] == pytest.approx(figures["best_valid_mrr"], abs=1e-4)
     result = evaluate.main(load_config(evaluate.SearchEvaluateConfig, None, {
         "model": str(model), "data": str(CORPUS), "group_size": "20", "progress": "false"}))
@@ -123,6 +123,27 @@ def test_the_bi_encoder_carries_a_model_card_that_gains_each_measured_figure(bi_
     evaluate.main(load_config(evaluate.SearchEvaluateConfig, None, {
         "model": str(model), "data": str(CORPUS), "group_size": "20", "progress": "false"}))
     assert (model / "README.md").read_text().count("| test |") == 1  # the same measurement again replaces its row
+
+
+def test_averaged_checkpoints_are_the_mean_of_their_weights_and_search_as_a_model(tmp_path, tiny_model_dir, capsys):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    finetune.main(search_config(tiny_model_dir, out, mode="bi", max_steps="4", save_every="2", keep_checkpoints="2"))
+    steps = sorted(out.glob("step-*"))
+    assert len(steps) == 2
+    code = cli_main(["average", *map(str, steps), "--out", str(tmp_path / "mean")])
+    assert code == 0
+    mean = load_file(str(tmp_path / "mean" / "model.safetensors"))
+    first, last = (load_file(str(s / "model.safetensors")) for s in steps)
+    name = next(k for k in mean if mean[k].is_floating_point() and not torch.equal(first[k], last[k]))
+    assert torch.allclose(mean[name], (first[name] + last[name]) / 2, atol=1e-6)
+    assert not (tmp_path / "mean" / "training_state.pt").exists() and (tmp_path / "mean" / "search_model.json").is_file()
+    result = evaluate.main(load_config(evaluate.SearchEvaluateConfig, None, {
+        "model": str(tmp_path / "mean"), "data": str(CORPUS), "group_size": "20", "progress": "false"}))
+    assert 0 < result["python"] <= 1
+    code = cli_main(["average", str(tiny_model_dir), str(steps[-1]), "--out", str(tmp_path / "mixed")])
+    assert code == 2 and "not one run's checkpoints" in capsys.readouterr().err and not (tmp_path / "mixed").exists()
 
 
 def test_the_bi_encoder_folder_opens_in_plain_transformers(bi_run):

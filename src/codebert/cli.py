@@ -56,6 +56,7 @@ STAGES = [
     Stage(("index",), "codebert.tool.index", "IndexConfig", "index the functions of source trees for semantic search (FAISS + SQLite, incremental)"),
     Stage(("query",), "codebert.tool.query", "QueryConfig", "search an index in plain English", main="query_main", render="query_render"),
     Stage(("serve",), "codebert.tool.serve", "ServeConfig", "serve an index: HTTP API (OpenAPI) and a search page, on loopback by default", render=None),
+    Stage(("average",), "codebert.training.average", "AverageConfig", "average the weights of a run's last checkpoints into one model"),
     Stage(("plot",), "codebert.experiments.plot", "PlotConfig", "draw the learning curves of pre-training runs to a PNG"),
     Stage(("reproduce",), "codebert.experiments.reproduce", "ReproduceConfig", "the paper's experiments at a chosen scale, stage by stage, resumable, with one report"),
     Stage(("quickstart",), "codebert.experiments.quickstart", "QuickstartConfig", "run the whole pipeline offline on the Python standard library", "quickstart"),
