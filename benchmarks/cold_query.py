@@ -7,7 +7,7 @@ alternation (so that a busy machine slows both alike):
 Prints the wall time p50 / max per engine and their ratio, and checks that both engines give the
 same top-k (ids in order) with scores equal to 1e-5. Target (issue 16): onnx p50 <= 1.5 s on 2 cores.
 
-    python benchmarks/cold_query.py INDEX [--runs 5] [--k 10] [--threads 2]
+    python benchmarks/cold_query.py INDEX [--runs 5] [--k 10] [--threads 2] [--ranking auto|dense|lexical|hybrid]
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from codebert.tables import format_table
 QUERIES = ["parse a date string", "read a configuration file", "remove a directory tree recursively"]
 
 
-def run_query(index: Path, text: str, engine: str, k: int, threads: int) -> tuple[float, dict]:
+def run_query(index: Path, text: str, engine: str, k: int, threads: int, ranking: str = "auto") -> tuple[float, dict]:
     # The installed `codebert` script, beside this Python: what a user types.
     command = [str(Path(sys.executable).parent / "codebert"), "query", str(index), text, "-k", str(k), "--engine", engine,
-               "--threads", str(threads), "--json"]
+               "--threads", str(threads), "--ranking", ranking, "--json"]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - start
@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ranking", default="auto", choices=["auto", "dense", "lexical", "hybrid"], help="codebert query --ranking")
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
@@ -52,7 +53,7 @@ def main() -> None:
         for text in QUERIES:
             answers = {}
             for engine in times:
-                seconds, answers[engine] = run_query(args.index, text, engine, args.k, args.threads)
+                seconds, answers[engine] = run_query(args.index, text, engine, args.k, args.threads, args.ranking)
                 times[engine].append(seconds)
             lean, heavy = answers["onnx"]["results"], answers["torch"]["results"]
             same &= [r["id"] for r in lean] == [r["id"] for r in heavy]

@@ -15,6 +15,7 @@ several): about 8 minutes to build on 2 cores instead of 25.
     python benchmarks/load_test.py --synthetic runs/bench/csn6-100k --model runs/qs-csn6/search/best \
         [--data ../shared/data/csn6] [--requests 2000] [--clients 16] [--rounds 3] [--baseline HEAD]
     python benchmarks/load_test.py --index INDEX ...
+    python benchmarks/load_test.py --synthetic ... --rankings dense hybrid   # the cost of hybrid ranking, same run
 
 Target (issue 16): >= 200 requests/s, p99 <= 250 ms, 0 errors, memory flat, 16 clients, 2 cores.
 """
@@ -52,10 +53,13 @@ def free_port() -> int:
 # ------------------------------------------------------------------------------- the index
 def synthetic_index(out: Path, data: Path, model: str, functions: int, seed: int = 0) -> Path:
     """An index folder in `codebert index`'s layout: csn6 functions, random unit vectors."""
+    from codebert.search import lexical
     from codebert.tool.embed import TextEncoder
+    from codebert.tool.index import model_ranking
     from codebert.tool.store import MANIFEST, SCHEMA, build_faiss, group_by_language
 
     if (out / MANIFEST).is_file():
+        add_lexical(out)  # an index built before the lexical index
         return out
     out.mkdir(parents=True, exist_ok=True)
     records = []
@@ -75,6 +79,9 @@ def synthetic_index(out: Path, data: Path, model: str, functions: int, seed: int
         ids.append(db.execute("INSERT INTO functions(file_id, name, language, start_line, end_line, text, tokens) VALUES (?, ?, ?, 1, ?, ?, ?)",
                               (file_id, r.get("func_name", "f"), r["language"], r["code"].count("\n") + 1, r["code"],
                                " ".join(r.get("code_tokens", [])))).lastrowid)
+    db.execute(lexical.SCHEMA)  # as `codebert index` fills it: name, doc, code tokens
+    lexical.add(db, [(f, f"{records[i].get('func_name', 'f')} {records[i]['docstring']} {' '.join(records[i].get('code_tokens', []))}")
+                     for f, i in zip(ids, chosen)])
     db.commit()
     db.close()
     # Real vectors of the real functions, as `codebert index` encodes them (doc + code tokens, bf16
@@ -94,9 +101,22 @@ def synthetic_index(out: Path, data: Path, model: str, functions: int, seed: int
     model_id = str(Path(model).resolve()) if Path(model).exists() else model
     encoder.export_query_encoder(out / "query-encoder", model_id)
     manifest = {"generation": 1, "model": model_id, "dimension": encoder.dimension, "functions": len(ids), "search": "exact",
-                "include_docs": True, "language_rows": language_rows, "roots": ["/csn6"], "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                "include_docs": True, "language_rows": language_rows, "roots": ["/csn6"], "ranking": model_ranking(model).as_dict(),
+                "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return out
+
+
+def add_lexical(out: Path) -> None:
+    """The lexical index of a synthetic index made before it existed (from the functions' name and text)."""
+    from codebert.search import lexical
+
+    db = sqlite3.connect(out / "meta-1.sqlite")
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (lexical.TABLE,)).fetchone() is None:
+        db.execute(lexical.SCHEMA)
+        lexical.add(db, db.execute("SELECT id, name || ' ' || text FROM functions").fetchall())
+        db.commit()
+    db.close()
 
 
 def queries(data: Path, count: int) -> list[str]:
@@ -157,7 +177,7 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def _client(host: str, port: int, pending, k: int, latencies: list[float], failures: list[int]) -> None:
+async def _client(host: str, port: int, pending, k: int, latencies: list[float], failures: list[int], ranking: str | None = None) -> None:
     """One client: HTTP/1.1 GETs on one keep-alive connection, read by Content-Length.
 
     Written on asyncio streams rather than httpx: the clients share the server's two cores, and
@@ -166,7 +186,8 @@ async def _client(host: str, port: int, pending, k: int, latencies: list[float],
     reader, writer = await asyncio.open_connection(host, port)
     try:
         for text in pending:
-            request = f"GET /api/search?{urlencode({'q': text, 'k': k})} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+            params = {"q": text, "k": k, **({"ranking": ranking} if ranking else {})}
+            request = f"GET /api/search?{urlencode(params)} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
             start = time.perf_counter()
             try:
                 writer.write(request)
@@ -187,27 +208,28 @@ async def _client(host: str, port: int, pending, k: int, latencies: list[float],
         writer.close()
 
 
-async def round_of(base: str, texts: list[str], clients: int, k: int) -> tuple[float, np.ndarray, int]:
+async def round_of(base: str, texts: list[str], clients: int, k: int, ranking: str | None = None) -> tuple[float, np.ndarray, int]:
     host, port = base.removeprefix("http://").split(":")
     latencies: list[float] = []
     failures = [0]
     pending = iter(texts)
     started = time.perf_counter()
-    await asyncio.gather(*(_client(host, int(port), pending, k, latencies, failures) for _ in range(clients)))
+    await asyncio.gather(*(_client(host, int(port), pending, k, latencies, failures, ranking) for _ in range(clients)))
     wall = time.perf_counter() - started
     return wall, np.array(latencies) * 1000, failures[0]
 
 
-def measure(name: str, server: subprocess.Popen, base: str, texts: list[str], args) -> list[list]:
+def measure(name: str, server: subprocess.Popen, base: str, texts: list[str], args, ranking: str | None = None) -> list[list]:
     import httpx
 
+    extra = {"ranking": ranking} if ranking else {}
     for text in texts[:20]:  # warm-up: first requests load lazily (lexers, FAISS pages)
-        httpx.get(base + "/api/search", params={"q": text, "k": args.k}, timeout=60)
+        httpx.get(base + "/api/search", params={"q": text, "k": args.k, **extra}, timeout=60)
     rows = []
     per_round = len(texts) // args.rounds
     for r in range(args.rounds):
         chunk = texts[r * per_round : (r + 1) * per_round]
-        wall, latencies, errors = asyncio.run(round_of(base, chunk, args.clients, args.k))
+        wall, latencies, errors = asyncio.run(round_of(base, chunk, args.clients, args.k, ranking))
         p50, p99 = np.percentile(latencies, [50, 99])
         rows.append([name, r + 1, len(chunk), errors, f"{len(chunk) / wall:.1f}", f"{p50:.0f}", f"{p99:.0f}",
                      f"{rss_mb(server.pid):.0f}"])
@@ -230,6 +252,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="torch/ONNX Runtime threads in the server (0: default)")
     parser.add_argument("--baseline", default=None, help="git revision whose serve.py is the baseline (e.g. HEAD~5); none: skip")
+    parser.add_argument("--rankings", nargs="+", default=[], choices=["dense", "lexical", "hybrid", "auto"],
+                        help="measure this version once per ranking asked for (the first is the baseline of the ratio); none: the index's own")
     args = parser.parse_args()
 
     index = args.index
@@ -242,13 +266,16 @@ def main() -> None:
     texts = queries(args.data, args.requests + args.baseline_requests + 40)
     print(f"load average at start: {os.getloadavg()[0]:.2f}", flush=True)
     rows = []
-    runs = [("this version", None, texts[: args.requests])]
+    runs = [("this version", None, texts[: args.requests], None)]
+    if args.rankings:
+        texts = queries(args.data, args.requests * len(args.rankings) + 40)
+        runs = [(f"this version, {r}", None, texts[n * args.requests : (n + 1) * args.requests], r) for n, r in enumerate(args.rankings)]
     if args.baseline:
-        runs.append((f"baseline {args.baseline}", args.baseline, texts[args.requests : args.requests + args.baseline_requests]))
-    for name, revision, chunk in runs:
+        runs.append((f"baseline {args.baseline}", args.baseline, texts[args.requests : args.requests + args.baseline_requests], None))
+    for name, revision, chunk, ranking in runs:
         server, base = start_server(index, revision, args.threads)
         try:
-            rows += measure(name, server, base, chunk, args)
+            rows += measure(name, server, base, chunk, args, ranking)
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -258,6 +285,9 @@ def main() -> None:
         mine = [float(r[4]) for r in rows if r[0] == "this version"]
         theirs = [float(r[4]) for r in rows if r[0] != "this version"]
         print(f"\nthroughput, this version / baseline: {np.mean(mine) / np.mean(theirs):.1f}x")
+    if len(args.rankings) > 1:
+        rate = {r: np.mean([float(row[4]) for row in rows if row[0] == f"this version, {r}"]) for r in args.rankings}
+        print("\n" + "; ".join(f"throughput {r} / {args.rankings[0]}: {rate[r] / rate[args.rankings[0]]:.2f}x" for r in args.rankings[1:]))
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 
