@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from codebert.backbone import load_tokenizer
 from codebert.cli import main as cli_main
+from codebert.inputs import Layout
 from codebert.config import load_config, read_preset
 from codebert.errors import UserError
 from codebert.search import baselines, bm25, evaluate, finetune, models, scorers
@@ -399,3 +401,36 @@ def test_recipe_options_train_a_bi_encoder(tmp_path, tiny_model_dir):
     assert figures["step"] == 4
     with pytest.raises(UserError, match="--symmetric-loss: only for --mode bi"):
         search_config(tiny_model_dir, tmp_path / "x", mode="cross", symmetric_loss="true")
+
+
+def test_model_mined_negatives_are_near_but_not_too_near_and_of_the_querys_language(tmp_path, tiny_model_dir):
+    out = tmp_path / "run"
+    figures = finetune.main(search_config(tiny_model_dir, out, mode="bi", max_steps="2", hard_negatives="true",
+                                          hard_negatives_from="model", negative_margin="0.02"))
+    assert figures["step"] == 2
+    hard = np.load(out / "hard_negatives.npy")
+    examples = load_examples(CORPUS, "train")
+    tokenizer = load_tokenizer(tiny_model_dir)
+    tokens = finetune.TokenisedExamples.of(examples, tokenizer)
+    spec = models.SearchSpec(mode="bi", max_length=search_config(tiny_model_dir, out, mode="bi").max_length,
+                             query_length=search_config(tiny_model_dir, out, mode="bi").query_length)
+    model = models.load_bi_encoder(str(tiny_model_dir), "mean").eval()
+    layout = Layout.of(tokenizer)
+    q = scorers.encode_all(model, tokens.queries, spec.query_length, 64, "cpu", layout).numpy()
+    c = scorers.encode_all(model, tokens.codes, spec.max_length, 64, "cpu", layout).numpy()
+    own = (q * c).sum(1)
+    picked = (q * c[hard]).sum(1)
+    assert len(hard) == len(examples) and (hard != np.arange(len(hard))).all()
+    allowed = q @ c.T
+    allowed[allowed > (own - 0.02 + 1e-4)[:, None]] = -np.inf  # the query's own code, and anything as close
+    has_one = np.isfinite(allowed).any(1)
+    assert has_one.mean() > 0.5  # the check below is about something
+    # the nearest allowed code, never one within the margin (the tiny model's vectors are bunched:
+    # a query with no code far enough below its own gets the next example)
+    assert (picked[has_one] <= own[has_one] - 0.02 + 1e-4).all()
+    # (a few differ: the nearest is a copy of the query's own code, or within float noise of the margin)
+    assert np.isclose(picked[has_one], allowed.max(1)[has_one], atol=2e-4).mean() > 0.9
+    assert (hard[~has_one] == (np.arange(len(hard))[~has_one] + 1) % len(hard)).all()
+    again = finetune.main(search_config(tiny_model_dir, out, mode="bi", max_steps="3", hard_negatives="true",
+                                        hard_negatives_from="model", resume="auto"))
+    assert again["step"] == 3 and (np.load(out / "hard_negatives.npy") == hard).all()  # mined once per run

@@ -17,7 +17,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Literal, Any
 
 import numpy as np
 import torch
@@ -57,7 +57,12 @@ class SearchFinetuneConfig(FinetuneConfig):
     nl_length: int = option(50, "cross: NL tokens kept before the pair is cut to --max-length (codesearch/utils.py: 50; 0: not cut)")
     pooling: Pooling = option("mean", "bi: mean over tokens or the <s> vector")
     temperature: float = option(0.05, "bi: softmax temperature of the in-batch contrastive loss")
-    hard_negatives: bool = option(False, "bi: add each query's best BM25 match (not its own code) as an extra negative")
+    hard_negatives: bool = option(False, "bi: add one hard negative code per query (--hard-negatives-from) as an extra negative")
+    hard_negatives_from: Literal["bm25", "model"] = option(
+        "bm25", "bi: bm25: each query's best BM25 match that is not its own code; model: its nearest code of its language by "
+                "the starting model's vectors, among those scoring at least --negative-margin below its own (closer ones are "
+                "likely false negatives: another correct answer)")
+    negative_margin: float = option(0.05, "bi, --hard-negatives-from model: the least cosine gap below the query's own code")
     symmetric_loss: bool = option(False, "bi: also the code -> query direction of the contrastive loss (the mean of both)")
     language_batches: bool = option(False, "bi: every batch from one language (the test's distractors share the query's "
                                     "language), languages in proportion to their examples")
@@ -76,6 +81,8 @@ class SearchFinetuneConfig(FinetuneConfig):
             problems.append("--nl-length: must be >= 0")
         if not self.temperature > 0:
             problems.append("--temperature: must be > 0")
+        if self.negative_margin < 0:
+            problems.append("--negative-margin: must be >= 0")
         for name in ("hard_negatives", "symmetric_loss", "language_batches"):
             if getattr(self, name) and self.mode != "bi":
                 problems.append(f"--{name.replace('_', '-')}: only for --mode bi")
@@ -165,6 +172,26 @@ def collate_bi(corpus: BiCorpus, indices, max_length: int) -> BiBatch:
     return BiBatch(q_ids, q_mask, c_ids, c_mask)
 
 
+def cached_mined_negatives(cfg: SearchFinetuneConfig, model, tokens: TokenisedExamples, languages: list[str], spec: SearchSpec, device,
+                           layout: Layout) -> np.ndarray:
+    """`mined_hard_negatives` by the starting model, mined once per run: a resumed run reads them
+    back from RUN/hard_negatives.npy rather than encoding the training split again."""
+    path = cfg.out / "hard_negatives.npy"
+    if path.is_file():
+        hard = np.load(path)
+        if len(hard) == len(languages):
+            return hard
+    log.info("mining hard negatives: encoding %d training queries and codes with the starting model", len(languages))
+    model.eval()
+    hard = mined_hard_negatives(model, tokens, languages, spec, cfg.negative_margin, cfg.eval_batch_size, device, layout)
+    model.train()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    tmp = cfg.out / ".hard_negatives.npy"
+    np.save(tmp, hard)
+    tmp.rename(path)
+    return hard
+
+
 def bm25_hard_negatives(examples: SearchExamples) -> np.ndarray:
     """For each query, the training code BM25 ranks highest that is not its own (nor an identical copy)."""
     index = bm25_index(examples.codes)
@@ -173,6 +200,38 @@ def bm25_hard_negatives(examples: SearchExamples) -> np.ndarray:
     for i, row in enumerate(results):
         candidates = [int(j) for j in row if int(j) != i and examples.codes[int(j)] != examples.codes[i]]
         hard[i] = candidates[0] if candidates else (i + 1) % len(examples)
+    return hard
+
+
+@torch.no_grad()
+def mined_hard_negatives(model, tokens: TokenisedExamples, languages: list[str], spec: SearchSpec, margin: float, batch_size: int,
+                         device, layout: Layout = ROBERTA, chunk: int = 2048) -> np.ndarray:
+    """For each query, the code of its own language that `model` scores highest among those scoring at
+    least `margin` below the query's own code (beyond the paper; sentence-transformers'
+    `mine_hard_negatives` with `absolute_margin`, on our encoder and batches). A candidate closer than
+    that is more often another right answer than a wrong one; identical code is never a negative.
+    A query with no such candidate gets the next example of its language."""
+    queries = encode_all(model, tokens.queries, spec.query_length, batch_size, device, layout).numpy()
+    codes = encode_all(model, tokens.codes, spec.max_length, batch_size, device, layout).numpy()
+    own = np.einsum("nd,nd->n", queries, codes)
+    hard = np.empty(len(queries), dtype=np.int64)
+    by_language: dict[str, list[int]] = {}
+    for i, lang in enumerate(languages):
+        by_language.setdefault(lang, []).append(i)
+    for members in by_language.values():
+        members = np.array(members)
+        block = codes[members]
+        for start in range(0, len(members), chunk):
+            rows = members[start : start + chunk]
+            scores = queries[rows] @ block.T  # (rows, language's codes)
+            scores[scores > (own[rows] - margin)[:, None]] = -np.inf  # the query's own code and anything as close
+            for r, i in enumerate(rows):
+                for j in np.argsort(-scores[r], kind="stable")[:8]:
+                    if np.isfinite(scores[r, j]) and not np.array_equal(tokens.codes[members[j]], tokens.codes[i]):
+                        hard[i] = members[j]
+                        break
+                else:
+                    hard[i] = members[(np.searchsorted(members, i) + 1) % len(members)]
     return hard
 
 
@@ -246,7 +305,11 @@ def main(cfg: SearchFinetuneConfig) -> dict[str, Any]:
         load_model = None  # saved under its own keys: the loop's default reads it back
     else:
         model = load_bi_encoder(cfg.model, cfg.pooling, from_scratch=cfg.from_scratch, dropout=cfg.dropout)
-        hard = bm25_hard_negatives(train_examples) if cfg.hard_negatives else None
+        hard = None
+        if cfg.hard_negatives and cfg.hard_negatives_from == "bm25":
+            hard = bm25_hard_negatives(train_examples)
+        elif cfg.hard_negatives:
+            hard = cached_mined_negatives(cfg, model, train_tokens, train_examples.languages, spec, device, layout)
         corpus = BiCorpus(train_tokens, cfg.query_length, hard, layout)
         collate_fn = collate_bi
         groups = []
