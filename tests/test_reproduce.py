@@ -153,8 +153,11 @@ def test_init_rows_from_a_bert_family_encoder_without_scratch_rows(tmp_path, cap
                      "--out", str(out), "--stages", "tokenizer", "pretrain", "search", "report", "--no-progress", "--threads", "1"]) == 0
     report = (out / "report.md").read_text()
     table2 = report[report.index("## Table 2"):report.index("## Table 6")]
-    for row in ("BM25", "init, zero-shot (no fine-tuning)", "| init |", "| init + MLM |", "Cross-encoder (the paper's model)"):
+    for row in ("BM25", "init, zero-shot (no fine-tuning)", "| init |", "| init + MLM |", "Cross-encoder (the paper's model)",
+                "| init, zero-shot + BM25 (", "| init + BM25 (", "| init + MLM + BM25 ("):
         assert row in table2
+    chosen = json.loads((out / "search-hybrid" / "init-mlm" / "all" / "valid.json").read_text())["chosen"]
+    assert f"| init + MLM + BM25 ({chosen['name']}, chosen on valid) |" in table2
     assert (out / "search-cross" / "init-mlm" / "python" / "results.json").is_file()
     assert "no pre-training" not in table2 and not (out / "pretrain" / "mlm").exists()
     assert (out / "pretrain" / "init-mlm" / "final" / "model.safetensors").is_file()

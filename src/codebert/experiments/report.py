@@ -47,23 +47,39 @@ def _ordered(languages: list[str]) -> list[str]:
 
 
 def search_rows(budget, variants, languages: list[str], units: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Table 2 rows: baselines, then variants (per-language runs merged into one row)."""
+    """Table 2 rows: baselines, then variants (per-language runs merged into one row); each with BM25
+    fused in (the `search-hybrid/` units, beyond the paper) below the rows of the paper's kind."""
     rows = [units[f"search/{kind}"] for kind in budget.baselines if f"search/{kind}" in units]
     if "languages" in units.get("search/zero-shot", {}):
         rows.append(units["search/zero-shot"])
     for variant in variants:
-        merged: dict[str, Any] = {"label": variant.name, "languages": []}
-        for key, figures in units.items():
-            if not key.startswith(f"search/{variant.slug}/") or "languages" not in figures:
-                continue
-            for lang in figures["languages"]:
-                merged[lang] = figures[lang]
-                merged["languages"].append(lang)
-            merged["protocol"] = figures.get("protocol", {})
-        if merged["languages"]:
-            merged["macro_mrr"] = sum(merged[lang] for lang in merged["languages"]) / len(merged["languages"])
+        merged = _merged(units, f"search/{variant.slug}/", variant.name)
+        if merged is not None:
+            rows.append(merged)
+    if "languages" in units.get("search-hybrid/zero-shot", {}):
+        rows.append(units["search-hybrid/zero-shot"])
+    for variant in variants:
+        merged = _merged(units, f"search-hybrid/{variant.slug}/", None)
+        if merged is not None:
             rows.append(merged)
     return rows
+
+
+def _merged(units: dict[str, dict[str, Any]], prefix: str, label: str | None) -> dict[str, Any] | None:
+    """One row from the units under `prefix` (one per language, or one for all); label: theirs if None."""
+    merged: dict[str, Any] = {"label": label, "languages": []}
+    for key, figures in units.items():
+        if not key.startswith(prefix) or "languages" not in figures:
+            continue
+        for lang in figures["languages"]:
+            merged[lang] = figures[lang]
+            merged["languages"].append(lang)
+        merged["protocol"] = figures.get("protocol", {})
+        merged["label"] = label or figures.get("label")
+    if not merged["languages"]:
+        return None
+    merged["macro_mrr"] = sum(merged[lang] for lang in merged["languages"]) / len(merged["languages"])
+    return merged
 
 
 def code2nl_rows(prefix: str, variants, units: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

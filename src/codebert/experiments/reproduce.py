@@ -125,6 +125,8 @@ class Budget:
     cross_queries_per_group: int = option(0, "queries scored per test group by those cross-encoders (0: all)")
     cross_max_groups: int = option(0, "test groups per language for those cross-encoders (0: all)")
     baselines: list[str] = option(["bm25", "nbow", "cnn", "birnn", "selfatt"], "Table 2 baselines")
+    hybrid: bool = option(True, "bi search_mode: also each bi-encoder row (and the zero-shot one) ranked with BM25 fused in, "
+                                "the fusion chosen on valid by `codebert search hybrid` (beyond the paper)")
     probe_max_per_setting: int = option(0, "probing items per language and setting (0: all)")
     code2nl_test_records: int = option(0, "test records per language for code-to-doc generation (0: all)")
 
@@ -297,8 +299,11 @@ def main(cfg: ReproduceConfig) -> dict[str, Any]:
     common = {"threads": cfg.threads or None, "progress": cfg.progress}
     with_generators = any(needs_generators(v.objective) for v in variants)
     zero_shot = cfg.init is not None and _is_sentence_encoder(cfg.init)
+    search_units = len(variants) * (len(languages) if budget.search_per_language else 1)
+    hybrid = budget.hybrid and budget.search_mode == "bi"
     plan = {"tokenizer": 1, "generators": int(with_generators), "pretrain": len(variants),
-            "search": len(budget.baselines) + int(zero_shot) + len(variants) * len(budget.cross_languages) + len(variants) * (len(languages) if budget.search_per_language else 1),
+            "search": len(budget.baselines) + int(zero_shot) + len(variants) * len(budget.cross_languages) + search_units
+            + (int(zero_shot) + search_units if hybrid else 0),
             "probe": 1 + len(variants), "code2nl": len(variants), "unseen": len(variants) if cfg.unseen else 0}
     runner = Runner(cfg, plan)
     started = datetime.now(timezone.utc)
@@ -331,6 +336,18 @@ def main(cfg: ReproduceConfig) -> dict[str, Any]:
             runner.run(f"search/{variant.slug}/{name}", "search",
                        lambda v=variant, ls=langs, n=name: _search(cfg, budget, v, models[v.name], ls, search_dir / v.slug / n, common),
                        distributed=True)
+
+    if hybrid:  # beyond the paper: the same models with BM25 fused in, the fusion chosen on valid
+        if zero_shot:
+            runner.run("search-hybrid/zero-shot", "search", lambda: _hybrid(cfg, budget, str(cfg.init), "init, zero-shot", languages,
+                                                                            cfg.out / "search-hybrid" / "zero-shot", common))
+        for variant in variants:
+            groups = [[lang] for lang in languages] if budget.search_per_language else [languages]
+            for langs in groups:
+                name = langs[0] if len(langs) == 1 and budget.search_per_language else "all"
+                runner.run(f"search-hybrid/{variant.slug}/{name}", "search",
+                           lambda v=variant, ls=langs, n=name: _hybrid(cfg, budget, str(search_dir / v.slug / n / "best"), v.name, ls,
+                                                                       cfg.out / "search-hybrid" / v.slug / n, common))
 
     for variant in variants:
         for lang in budget.cross_languages:
@@ -470,6 +487,25 @@ def _search(cfg: ReproduceConfig, budget: Budget, variant: Variant, model: str, 
         "max_groups": budget.search_max_groups, "queries_per_group": budget.search_queries_per_group,
         "full": budget.search_mode == "bi", "label": variant.name, "out": str(run / "results.json"), **common}))
     return {**{f"finetune_{k}": v for k, v in tuned.items()}, **scored, "run": str(run)}
+
+
+def _hybrid(cfg: ReproduceConfig, budget: Budget, model: str, label: str, languages: list[str], out: Path,
+            common: dict[str, Any]) -> dict[str, Any]:
+    """A bi-encoder ranked with BM25 fused in: the fusion chosen on valid (`search hybrid`), then the test ranking."""
+# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # stay instant.
+    from codebert.search import evaluate, hybrid
+
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = hybrid.main(_stage_config(hybrid.SearchHybridConfig, None, None, {
+        "model": model, "data": str(cfg.data), "language": languages, "group_size": budget.search_group_size,
+        "max_groups": budget.search_max_groups, "out": str(out / "valid.json"), **common}))["chosen"]
+    flags = {"ranking": chosen["ranking"], "fusion": chosen["fusion"], "lexical_weight": chosen["lexical_weight"]}
+    scored = evaluate.main(_stage_config(evaluate.SearchEvaluateConfig, None, None, {
+        "model": model, "data": str(cfg.data), "language": languages, "group_size": budget.search_group_size,
+        "max_groups": budget.search_max_groups, "label": f"{label} + BM25 ({chosen['name']}, chosen on valid)",
+        "out": str(out / "results.json"), **flags, **common}))
+    return {**scored, "chosen": chosen["name"]}
 
 
 def _search_cross(cfg: ReproduceConfig, budget: Budget, variant: Variant, model: str, language: str, run: Path,
