@@ -401,6 +401,10 @@ def test_an_index_made_before_the_lexical_index_gains_one_on_update_and_says_so_
     db.execute("DROP TABLE lexical")
     db.commit()
     db.close()
+    manifest = json.loads((out / "manifest.json").read_text())
+    for recorded in ("files", "checksums"):  # an index that old recorded neither
+        del manifest[recorded]
+    (out / "manifest.json").write_text(json.dumps(manifest))
     code = cli_main(["query", str(out), "parse a memory string", "--ranking", "lexical"])
     assert code == 2 and "no lexical index" in capsys.readouterr().err
     assert ranked(out, "parse a memory string", "dense")["results"]
@@ -408,3 +412,43 @@ def test_an_index_made_before_the_lexical_index_gains_one_on_update_and_says_so_
     store = IndexStore(out)
     assert store.db.execute("SELECT COUNT(*) FROM lexical").fetchone()[0] == store.manifest["functions"]
     assert ranked(out, "parse memory", "lexical")["results"]
+
+
+# ------------------------------------------------------------------------------ a damaged index
+def _damage(path, how):
+    data = path.read_bytes()
+    if how == "cut":
+        path.write_bytes(data[: len(data) // 2])
+    else:  # noise of the same size: only reading it can tell
+        path.write_bytes(np.random.default_rng(0).bytes(len(data)))
+
+
+@pytest.mark.parametrize("name, how", [("vectors-{g}.npy", "cut"), ("ids-{g}.npy", "noise"), ("meta-{g}.sqlite", "noise"),
+                                       ("meta-{g}.sqlite", "cut"), ("faiss-{g}.index", "cut")])
+def test_a_damaged_index_is_one_line_naming_the_file_and_a_reindex_recovers(tree, tiny_model_dir, tmp_path, capsys, name, how):
+    out = tmp_path / "idx"
+    build([tree / "pyproj"], tiny_model_dir, out, exact_limit="5" if name.startswith("faiss") else "100000")
+    manifest = json.loads((out / "manifest.json").read_text())
+    g = manifest["generation"]
+    assert set(manifest["files"]) == {f"meta-{g}.sqlite", f"faiss-{g}.index", f"vectors-{g}.npy", f"ids-{g}.npy"}
+    before = [h["id"] for h in ranked(out, "parse a memory string", "dense", k="3")["results"]]
+    _damage(out / name.format(g=g), how)
+    for command in (["query", str(out), "parse a memory string", "--threads", "1"],
+                    ["query", str(out), "parse a memory string", "--threads", "1", "--ranking", "lexical"]):
+        assert cli_main(command) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "damaged index" in err and "codebert index" in err, err
+        assert name.format(g=g) in err  # a small index: every file has its checksum
+    figures = build([tree / "pyproj"], tiny_model_dir, out)  # the same paths again: rebuilt, not patched
+    assert figures["functions_encoded"] == figures["functions"] > 0
+    assert [h["id"] for h in ranked(out, "parse a memory string", "dense", k="3")["results"]] != [] and len(before) == 3
+    assert not (out / name.format(g=g)).exists()  # the damaged generation's files are gone
+
+
+def test_an_index_from_before_sizes_were_recorded_still_opens(tree, tiny_model_dir, tmp_path):
+    out = tmp_path / "idx"
+    build([tree / "pyproj"], tiny_model_dir, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["files"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert ranked(out, "parse a memory string", "dense", k="3")["results"]

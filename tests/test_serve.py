@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 
 import pytest
 
+from codebert.errors import UserError
 from codebert.tool import index as index_mod
 from codebert.config import load_config
 from codebert.tool.store import read_manifest
@@ -113,6 +115,11 @@ def test_nothing_outside_the_indexed_roots_is_served(served, tmp_path):
     with sqlite3.connect(copy / f"meta-{generation}.sqlite") as db:
         file_id, function_id = db.execute("SELECT file_id, id FROM functions LIMIT 1").fetchone()
         db.execute("UPDATE files SET path = '/etc/hostname' WHERE id = ?", (file_id,))
+    with pytest.raises(UserError, match="damaged index file"):  # the manifest's checksum sees the change...
+        create_app(copy, threads=1)
+    manifest = read_manifest(copy)
+    del manifest["checksums"]  # ...so the tamperer rewrote the manifest too: the roots check still refuses the file
+    (copy / "manifest.json").write_text(json.dumps(manifest))
     tampered = TestClient(create_app(copy, threads=1))
     response = tampered.get(f"/api/functions/{function_id}")
     assert response.status_code == 403 and "outside" in response.json()["error"]

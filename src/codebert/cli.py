@@ -206,6 +206,14 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"codebert: error: {exc}", file=sys.stderr)
         return 2
+    except sqlite3.DatabaseError as exc:
+        # Not a query's mistake (those are OperationalError) but a damaged file, found where a page is
+        # first read: an index's meta-*.sqlite whose damage its size did not show.
+        if verbose:
+            traceback.print_exc()
+        print(f"codebert: error: a damaged index database ({exc}); run `codebert index` on the same paths again "
+              f"to rebuild it, or remove the folder", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("codebert: interrupted", file=sys.stderr)
         return 130

@@ -32,7 +32,8 @@ from codebert.corpus.languages import SPECS
 from codebert.errors import UserError
 from codebert.tables import format_table
 from codebert.search import lexical
-from codebert.tool.store import MANIFEST, SCHEMA, ZERO_SHOT_RANKING, Ranking, build_faiss, group_by_language, read_manifest
+from codebert.tool.store import (MANIFEST, SCHEMA, ZERO_SHOT_RANKING, Ranking, build_faiss, check_generation, damaged, file_checksums, file_sizes,
+                                 group_by_language, load_array, read_manifest)
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,8 @@ def main(cfg: IndexConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     old_g = manifest["generation"] if manifest else 0
     g = old_g + 1
-    db = _open_meta(out, manifest, old_g, g)
+    previous = manifest if manifest is not None and _intact(out, manifest) else None  # a damaged one is rebuilt
+    db = _open_meta(out, previous, old_g, g)
 
     reasons: Counter = Counter()
     roots = [str(p.resolve()) for p in cfg.paths]
@@ -101,8 +103,8 @@ def main(cfg: IndexConfig) -> dict[str, Any]:
     deleted, changed, removed_functions = _drop_stale(db, seen, roots)
     new_rows, texts = _add_functions(db, seen, changed, roots, cfg.include_docs)
 
-    new_vectors, dim, encoder, encode_seconds = _encode(cfg, texts, manifest["dimension"] if manifest else None)
-    vectors, ids = _merge_vectors(out, manifest, old_g, removed_functions, new_vectors, new_rows, dim)
+    new_vectors, dim, encoder, encode_seconds = _encode(cfg, texts, previous["dimension"] if previous else None)
+    vectors, ids = _merge_vectors(out, previous, old_g, removed_functions, new_vectors, new_rows, dim)
     vectors, ids, language_rows = group_by_language(vectors, ids, dict(db.execute("SELECT id, language FROM functions").fetchall()))
     db.commit()
     db.close()
@@ -113,7 +115,8 @@ def main(cfg: IndexConfig) -> dict[str, Any]:
     new_manifest = {"generation": g, "model": model_id, "dimension": int(dim), "functions": int(len(ids)),
                     "search": "hnsw" if len(ids) > cfg.exact_limit else "exact", "include_docs": cfg.include_docs,
                     "language_rows": language_rows, "ranking": model_ranking(cfg.model).as_dict(),
-                    "roots": all_roots, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                    "roots": all_roots, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "files": file_sizes(out, g), "checksums": file_checksums(out, g)}  # checked on every open (store.check_generation)
     _switch_generation(out, g, new_manifest)
     skipped = sum(v for k, v in reasons.items() if k[1].startswith("file:"))
     return {"out": str(out), "functions": int(len(ids)), "files_seen": len(seen), "files_encoded": len(changed),
@@ -141,6 +144,28 @@ def _check_compatible(manifest: dict[str, Any] | None, model_id: str, cfg: Index
         raise UserError(f"{cfg.out} was built with {manifest['model']}; index into a new folder to use another model")
     if manifest is not None and manifest.get("include_docs", True) != cfg.include_docs:
         raise UserError(f"{cfg.out} was built with include_docs={manifest.get('include_docs')}; index into a new folder to change it")
+
+
+def _intact(out: Path, manifest: dict[str, Any]) -> bool:
+    """Whether the previous generation can be updated in place: its files present, of the sizes
+    recorded, its SQLite file sound and its arrays readable. A damaged one is logged and the index
+    is rebuilt from the sources into the next generation (the damaged files are then deleted)."""
+    g = manifest["generation"]
+    try:
+        check_generation(out, manifest)
+        db = sqlite3.connect(f"file:{out / f'meta-{g}.sqlite'}?mode=ro", uri=True)
+        try:
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+        finally:
+            db.close()
+        if verdict != "ok":
+            raise damaged(out / f"meta-{g}.sqlite", ValueError(verdict))
+        for kind in ("vectors", "ids"):
+            load_array(out / f"{kind}-{g}.npy")
+    except (UserError, sqlite3.DatabaseError) as exc:
+        log.warning("%s: rebuilding the index from the sources", exc)
+        return False
+    return True
 
 
 def _open_meta(out: Path, manifest: dict[str, Any] | None, old_g: int, g: int) -> sqlite3.Connection:

@@ -87,6 +87,54 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
         raise UserError(f"{path}: damaged index manifest; remove the folder and index again") from None
 
 
+GENERATION_FILES = ("meta-{g}.sqlite", "faiss-{g}.index", "vectors-{g}.npy", "ids-{g}.npy")
+REPAIR = "run `codebert index` on the same paths again to rebuild it, or remove the folder"
+
+
+def generation_files(g: int) -> list[str]:
+    return [name.format(g=g) for name in GENERATION_FILES]
+
+
+CHECKSUM_LIMIT = 4 << 20  # files up to 4 MiB also get a SHA-256 (milliseconds to check on every open)
+
+
+def file_sizes(folder: Path, g: int) -> dict[str, int]:
+    """What the manifest records of generation g's files: their sizes in bytes."""
+    return {name: (folder / name).stat().st_size for name in generation_files(g)}
+
+
+def file_checksums(folder: Path, g: int) -> dict[str, str]:
+    """SHA-256 of generation g's files small enough to check on every open (the ids always, a small index all)."""
+    return {name: _sha256(folder / name) for name in generation_files(g) if (folder / name).stat().st_size <= CHECKSUM_LIMIT}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_generation(folder: Path, manifest: dict[str, Any]) -> None:
+    """One UserError line naming the first missing or damaged file of the manifest's generation: missing,
+    or of another size than the manifest recorded (an index made before sizes were recorded: existence)."""
+    g = manifest["generation"]
+    missing = [name for name in generation_files(g) if not (folder / name).is_file()]
+    if missing:
+        raise UserError(f"{folder}: damaged index, {MANIFEST} names generation {g} but {', '.join(missing)} "
+                        f"{'is' if len(missing) == 1 else 'are'} missing; remove the folder and index again")
+    for name, size in manifest.get("files", {}).items():
+        actual = (folder / name).stat().st_size if (folder / name).is_file() else -1
+        if actual != size:
+            raise UserError(f"{folder / name}: damaged index file ({actual:,} bytes, the manifest says {size:,}); {REPAIR}")
+    for name, digest in manifest.get("checksums", {}).items():
+        if _sha256(folder / name) != digest:
+            raise UserError(f"{folder / name}: damaged index file (its SHA-256 is not the one the manifest recorded); {REPAIR}")
+
+
+def damaged(path: Path, exc: Exception) -> UserError:
+    return UserError(f"{path}: damaged index file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); {REPAIR}")
+
+
 def build_faiss(vectors: np.ndarray, ids: np.ndarray, exact_limit: int):
     # Imported here: faiss only for HNSW (exact search is a numpy product; `codebert query` stays lean).
     import faiss
@@ -115,16 +163,19 @@ class IndexStore:
             raise UserError(f"{folder}: not an index (no {MANIFEST}); build one with `codebert index`")
         self.folder, self.manifest = folder, manifest
         g = manifest["generation"]
-        # The manifest names a generation whose files may since have been deleted or not copied
-        # along with it: say which, rather than let SQLite or FAISS fail with a bare message.
-        missing = [name for name in (f"meta-{g}.sqlite", f"faiss-{g}.index", f"vectors-{g}.npy", f"ids-{g}.npy")
-                   if not (folder / name).is_file()]
-        if missing:
-            raise UserError(f"{folder}: damaged index, {MANIFEST} names generation {g} but {', '.join(missing)} "
-                            f"{'is' if len(missing) == 1 else 'are'} missing; remove the folder and index again")
-        self.db = sqlite3.connect(f"file:{folder / f'meta-{g}.sqlite'}?mode=ro", uri=True, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        columns = {row[1] for row in self.db.execute("PRAGMA table_info(functions)")}
+        # The manifest names a generation whose files may since have been deleted, cut short or
+        # overwritten: say which and what to do, rather than let SQLite, numpy or FAISS fail with
+        # a bare message.
+        check_generation(folder, manifest)
+        meta = folder / f"meta-{g}.sqlite"
+        try:
+            self.db = sqlite3.connect(f"file:{meta}?mode=ro", uri=True, check_same_thread=False)
+            self.db.row_factory = sqlite3.Row
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(functions)")}
+        except sqlite3.DatabaseError as exc:
+            raise damaged(meta, exc) from None
+        if not columns:
+            raise damaged(meta, ValueError("no functions table"))
         self._tokens = "f.tokens" if "tokens" in columns else "'' AS tokens"  # an index made before --rerank
         self._selectors: dict[str, tuple[Any, Any]] = {}  # language -> (FAISS id selector, search parameters)
 
@@ -134,7 +185,11 @@ class IndexStore:
         # Imported here: faiss only for HNSW (exact search is a numpy product; `codebert query` stays lean).
         import faiss
 
-        return faiss.read_index(str(self.folder / f"faiss-{self.manifest['generation']}.index"))
+        path = self.folder / f"faiss-{self.manifest['generation']}.index"
+        try:
+            return faiss.read_index(str(path))
+        except RuntimeError as exc:  # FAISS reports a short or foreign file as a RuntimeError
+            raise damaged(path, exc) from None
 
     @functools.cached_property
     def exact(self) -> tuple[np.ndarray, np.ndarray, dict[str, slice]]:
@@ -144,8 +199,9 @@ class IndexStore:
         several times faster than FAISS's flat index does here (docs/scale.md, docs/results.md),
         and grouping the rows by language makes a language filter a contiguous slice, never a scan."""
         g = self.manifest["generation"]
-        vectors = np.load(self.folder / f"vectors-{g}.npy")
-        ids = np.load(self.folder / f"ids-{g}.npy")
+        vectors, ids = (load_array(self.folder / f"{kind}-{g}.npy") for kind in ("vectors", "ids"))
+        if len(vectors) != len(ids):
+            raise damaged(self.folder / f"vectors-{g}.npy", ValueError(f"{len(vectors)} vectors for {len(ids)} ids"))
         rows = self.manifest.get("language_rows")
         if rows is None:  # an index made before the rows were grouped at index time: group them now
             language_of = dict(self.db.execute("SELECT id, language FROM functions").fetchall())
@@ -326,6 +382,14 @@ class IndexStore:
         return {**{k: self.manifest[k] for k in ("model", "generation", "functions", "search")}, "files": files,
                 "ranking": self.ranking.as_dict(), "lexical_index": self.has_lexical,
                 "per_language": per_language, "roots": self.manifest.get("roots", [])}
+
+
+def load_array(path: Path) -> np.ndarray:
+    """np.load, a damaged file (cut short, overwritten) as one UserError line."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise damaged(path, exc) from None
 
 
 def group_by_language(vectors: np.ndarray, ids: np.ndarray, language_of: dict[int, str]) -> tuple[np.ndarray, np.ndarray, dict[str, list[int]]]:
