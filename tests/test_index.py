@@ -137,20 +137,22 @@ def cross_encoder_dir(tmp_path_factory, tiny_model_dir):
 
 def test_rerank_reorders_the_vector_candidates_by_the_cross_encoder(tree, tiny_model_dir, cross_encoder_dir, tmp_path):
     build([tree], tiny_model_dir, tmp_path / "idx")
-    flags = {"index": str(tmp_path / "idx"), "text": "parse a memory string", "threads": "1"}
+    flags = {"index": str(tmp_path / "idx"), "text": "parse a memory string", "threads": "1", "ranking": "dense"}
     plain = query_main(load_config(QueryConfig, None, {**flags, "k": "8"}))["results"]
     reranked = query_main(load_config(QueryConfig, None, {
         **flags, "k": "3", "rerank": str(cross_encoder_dir), "rerank_k": "8"}))["results"]
     assert len(reranked) == 3
     assert {h["id"] for h in reranked} <= {h["id"] for h in plain}  # re-ordered from the vector top 8
-    assert all(h["tokens"] for h in reranked)  # the code tokens the cross-encoder reads
     scores = [h["score"] for h in reranked]
     assert scores == sorted(scores, reverse=True)
     by_id = {h["id"]: h["score"] for h in plain}
     assert all(h["vector_score"] == pytest.approx(by_id[h["id"]]) for h in reranked)
-    # The cross-encoder's own scores, recomputed pair by pair, give the same top 3.
+    # The cross-encoder's own scores, recomputed pair by pair from the code tokens the index keeps, give the same top 3.
+    store = IndexStore(tmp_path / "idx")
+    rows = store.functions([h["id"] for h in plain])
+    assert all(row["tokens"] for row in rows.values())  # the code tokens the cross-encoder reads
     reranker = Reranker(str(cross_encoder_dir))
-    again = reranker.rerank("parse a memory string", [dict(h) for h in plain])
+    again = reranker.rerank("parse a memory string", [{**rows[h["id"]], "score": h["score"]} for h in plain])
     assert [h["id"] for h in again[:3]] == [h["id"] for h in reranked]
 
 
@@ -452,3 +454,46 @@ def test_an_index_from_before_sizes_were_recorded_still_opens(tree, tiny_model_d
     del manifest["files"]
     (out / "manifest.json").write_text(json.dumps(manifest))
     assert ranked(out, "parse a memory string", "dense", k="3")["results"]
+
+
+# ------------------------------------------------------------------------------- path filters
+def test_globs_follow_git_pathspec_rules():
+    from codebert.tool.filters import PathFilter, glob_regex
+
+    assert glob_regex("src/**").match("src/a/b.py") and not glob_regex("src/*").match("src/a/b.py")
+    assert glob_regex("**/tests/**").match("tests/x.py") and glob_regex("**/tests/**").match("a/tests/b/c.py")
+    assert glob_regex("*.py").match("x.py") and not glob_regex("*.py").match("a/x.py")
+    assert glob_regex("**/*.py").match("a/x.py") and glob_regex("f?o[0-9].go").match("foo1.go")
+    assert not glob_regex("[!a]x").match("ax") and glob_regex("[!a]x").match("bx")
+    keep = PathFilter.of(["pkg/**"], ["**/memory.py"])
+    assert keep.admits("/r/pkg/a.py", "/r") and not keep.admits("/r/pkg/memory.py", "/r") and not keep.admits("/r/b.py", "/r")
+    assert PathFilter.of(["/r/pkg/**"]).admits("/r/pkg/a.py", "/r")  # absolute globs too
+    for bad in ("[abc", ""):
+        with pytest.raises(UserError, match="bad glob"):
+            PathFilter.of([bad])
+
+
+@pytest.mark.parametrize("ranking", ["dense", "lexical", "hybrid"])
+@pytest.mark.parametrize("exact_limit", ["100000", "5"])
+def test_path_filters_keep_only_matching_files_in_every_ranking(tree, tiny_model_dir, tmp_path, ranking, exact_limit):
+    out = tmp_path / "idx"
+    build([tree], tiny_model_dir, out, exact_limit=exact_limit)
+    everything = ranked(out, "parse a memory string pop stack", ranking, k="50")["results"]
+    only_py = ranked(out, "parse a memory string pop stack", ranking, k="50", path=["**/*.py"])["results"]
+    assert only_py and all(r["path"].endswith(".py") for r in only_py)
+    assert [r["id"] for r in only_py] == [r["id"] for r in everything if r["path"].endswith(".py")][: len(only_py)] or ranking == "hybrid"
+    no_memory = ranked(out, "parse a memory string", ranking, k="50", exclude=["**/memory.py"])["results"]
+    assert no_memory is not None and not any(r["path"].endswith("/memory.py") for r in no_memory)
+    assert ranked(out, "parse a memory string", ranking, k="5", path=["nowhere/**"])["results"] == []
+    for r in only_py:  # the shared result shape: path:start-end an editor opens
+        assert r["location"] == f"{r['path']}:{r['start_line']}-{r['end_line']}" and "snippet" in r
+
+
+def test_a_bad_glob_is_one_line(tree, tiny_model_dir, tmp_path, capsys):
+    build([tree / "pyproj"], tiny_model_dir, tmp_path / "idx")
+    assert cli_main(["query", str(tmp_path / "idx"), "parse", "--path", "src/[abc"]) == 2
+    err = capsys.readouterr().err
+    assert "bad glob 'src/[abc'" in err and "Traceback" not in err  # the configuration's problems, one line each
+    assert cli_main(["query", str(tmp_path / "idx"), "parse", "--path", "**/*.py", "--path", "**/*.go", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {r["path"][-3:] for r in printed["results"]} <= {".py", ".go"}  # repeated: both kept

@@ -56,6 +56,14 @@ def test_each_ranking_answers_as_the_command_line_does(served):
         assert [r["id"] for r in body["results"]] == [r["id"] for r in shell["results"]], ranking
         if ranking != "dense":
             assert all("lexical_score" in r for r in body["results"])
+        filtered = client.get("/api/search", params={"q": "parse a memory string", "k": 5, "ranking": ranking,
+                                                     "path": ["**/*.py", "**/*.go"], "exclude": "**/memory.py"}).json()["results"]
+        shell = query_main(load_config(QueryConfig, None, {"index": str(index), "text": "parse a memory string", "k": "5", "ranking": ranking,
+                                                           "engine": "torch", "threads": "1", "path": ["**/*.py", "**/*.go"],
+                                                           "exclude": ["**/memory.py"]}))
+        assert [r["id"] for r in filtered] == [r["id"] for r in shell["results"]]
+        assert filtered and all(r["path"].endswith((".py", ".go")) and not r["path"].endswith("memory.py") for r in filtered)
+        assert all(r["location"] == f"{r['path']}:{r['start_line']}-{r['end_line']}" for r in filtered)
 
 
 def test_function_detail_health_stats_and_openapi(served):
@@ -86,6 +94,7 @@ def test_function_detail_health_stats_and_openapi(served):
     ({}, 422, "q"),
     ({"q": "sort", "language": "klingon"}, 422, "indexed: go, java, javascript, php, python, ruby"),
     ({"q": "sort", "ranking": "psychic"}, 400, "ranking"),
+    ({"q": "sort", "path": "src/[abc"}, 400, "bad glob"),
 ])
 def test_bad_search_requests_are_json_errors(served, params, status, words):
     client, _, _ = served

@@ -84,9 +84,10 @@ def _add_field_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
         if tp is bool:
             parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         else:
+            # A list option may be repeated (`--path a --path b`) as well as given several values at once.
             parser.add_argument(
-                *flags, dest=f.name, nargs="+" if is_list else None, default=argparse.SUPPRESS, help=help_text,
-                metavar=metavar or f.name.split("_")[-1].upper(),
+                *flags, dest=f.name, nargs="+" if is_list else None, action="extend" if is_list else "store",
+                default=argparse.SUPPRESS, help=help_text, metavar=metavar or f.name.split("_")[-1].upper(),
             )
 
 

@@ -14,6 +14,8 @@ import numpy as np
 
 from codebert.config import option
 from codebert.errors import UserError
+from codebert.tool.filters import PathFilter
+from codebert.tool.results import result
 from codebert.tool.store import IndexStore, Ranking
 
 
@@ -23,6 +25,9 @@ class QueryConfig:
     text: str = option(help="what the code should do, in plain English", positional=True)
     k: int = option(10, "results to show")
     language: str | None = option(None, "only results in this language")
+    path: list[str] = option([], "only functions whose file matches one of these globs (relative to its indexed root, or "
+                                 "absolute; `**` spans folders: 'src/**', '**/*_util.py'); repeatable")
+    exclude: list[str] = option([], "leave out functions whose file matches one of these globs ('**/tests/**'); repeatable")
     snippet_lines: int = option(6, "lines of each function to show")
     ranking: Literal["auto", "dense", "lexical", "hybrid"] = option(
         "auto", "dense: by the vectors; lexical: BM25 over identifiers split into sub-words; hybrid: both fused; "
@@ -48,6 +53,10 @@ class QueryConfig:
             problems.append("--snippet-lines: must be >= 0")
         if self.threads < 0:
             problems.append("--threads: must be >= 0 (0: torch's default)")
+        try:
+            PathFilter.of(self.path, self.exclude)
+        except UserError as exc:
+            problems.append(f"--path/--exclude: {exc}")
         return problems
 
 
@@ -80,16 +89,14 @@ def query_main(cfg: QueryConfig) -> dict[str, Any]:
     vector = encoder.encode_queries([cfg.text])[0]
     ranking = chosen_ranking(store, cfg.ranking)
     depth = cfg.k if reranker is None else max(cfg.k, cfg.rerank_k)
-    results = store.rank_many(vector[None], [cfg.text], depth, [cfg.language], ranking)[0]
+    paths = PathFilter.of(cfg.path, cfg.exclude)
+    results = store.rank_many(vector[None], [cfg.text], depth, [cfg.language], ranking, paths)[0]
     if reranker is not None:
         results = reranker.rerank(cfg.text, results)[: cfg.k]
     latency = time.perf_counter() - t0
-    terms = highlight_terms(cfg.text)
-    for r in results:
-        r["terms"] = terms
-        r["snippet_lines"] = cfg.snippet_lines
-    return {"query": cfg.text, "results": results, "latency_ms": 1000 * latency, "load_seconds": load_seconds,
-            "functions": store.manifest["functions"], "ranking": ranking.as_dict()}
+    return {"query": cfg.text, "results": [result(r, cfg.snippet_lines) for r in results], "terms": highlight_terms(cfg.text),
+            "latency_ms": 1000 * latency, "load_seconds": load_seconds, "functions": store.manifest["functions"],
+            "ranking": ranking.as_dict()}
 
 
 def chosen_ranking(store: IndexStore, asked: str) -> Ranking:
@@ -124,13 +131,14 @@ class Reranker:
 
     def rerank(self, query: str, candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Candidates re-ordered by the positive-class logit of (query, code tokens); `score` becomes that
-        logit and the vector score is kept as `vector_score`."""
+        logit and the vector score is kept as `vector_score` (a hybrid candidate's, with its `lexical_score`)."""
         if not candidates:
             return []
         codes = [c["tokens"] or " ".join(c["text"].split()) for c in candidates]  # indexes made before tokens were kept
         scores = self.score(query, codes)
         for candidate, score in zip(candidates, scores):
-            candidate["vector_score"], candidate["score"] = candidate["score"], float(score)
+            candidate.setdefault("vector_score", candidate["score"])  # a hybrid candidate has its own already
+            candidate["score"] = float(score)
         return sorted(candidates, key=lambda c: -c["score"])
 
     def score(self, query: str, codes: list[str]) -> np.ndarray:
@@ -162,6 +170,6 @@ def query_render(figures: dict[str, Any]) -> str:
     lines = [f"{len(figures['results'])} results for {figures['query']!r} among {figures['functions']} functions "
              f"({figures['latency_ms']:.1f} ms)"]
     for n, r in enumerate(figures["results"], 1):
-        lines.append(f"\n{n}. {r['path']}:{r['start_line']}  {r['name']}  [{r['language']}]  score {r['score']:.3f}")
-        lines.extend("   " + line for line in snippet(r["text"], r["terms"], r["snippet_lines"], bold).splitlines())
+        lines.append(f"\n{n}. {r['location']}  {r['name']}  [{r['language']}]  score {r['score']:.3f}")
+        lines.extend("   " + line for line in snippet(r["snippet"], figures["terms"], len(r["snippet"].splitlines()), bold).splitlines())
     return "\n".join(lines)

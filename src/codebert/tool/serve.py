@@ -251,9 +251,9 @@ class Batcher:
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         threading.Thread(target=self._work, name="codebert-batcher", daemon=True).start()
 
-    def submit(self, text: str, k: int, language: str | None, ranking=None) -> Future:
+    def submit(self, text: str, k: int, language: str | None, ranking=None, paths=None) -> Future:
         future: Future = Future()
-        self.queue.put((text, k, language, ranking, future))
+        self.queue.put((text, k, language, (ranking, paths), future))
         return future
 
     def _work(self) -> None:
@@ -269,10 +269,10 @@ class Batcher:
                 vectors = self.searcher.encoder.encode_queries([item[0] for item in batch])
                 k = max(item[1] for item in batch)
                 found: list = [None] * len(batch)
-                # One ranked search per ranking asked for (most batches: one, the index's own).
-                for ranking in {item[3] for item in batch}:
-                    rows = [i for i, item in enumerate(batch) if item[3] == ranking]
-                    ranked = store.rank_many(vectors[rows], [batch[i][0] for i in rows], k, [batch[i][2] for i in rows], ranking)
+                # One ranked search per ranking and path filter asked for (most batches: one, the index's own).
+                for how in {item[3] for item in batch}:
+                    rows = [i for i, item in enumerate(batch) if item[3] == how]
+                    ranked = store.rank_many(vectors[rows], [batch[i][0] for i in rows], k, [batch[i][2] for i in rows], *how)
                     for i, result in zip(rows, ranked):
                         found[i] = result
                 for (_, want, _, _, future), rows in zip(batch, found):
@@ -309,7 +309,9 @@ def create_app(index: Path, threads: int = 0, precision: str = "auto"):
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
+    from codebert.tool.filters import PathFilter
     from codebert.tool.query import chosen_ranking, highlight_terms
+    from codebert.tool.results import location, result
     from codebert.tool.store import RANKINGS
 
     searcher = Searcher(index, threads, precision)
@@ -345,7 +347,7 @@ def create_app(index: Path, threads: int = 0, precision: str = "auto"):
         return q
 
     def summary(row: dict[str, Any]) -> dict[str, Any]:
-        return {"id": row["id"], "name": row["name"], "language": row["language"], "path": row["path"],
+        return {"id": row["id"], "location": location(row), "name": row["name"], "language": row["language"], "path": row["path"],
                 "start_line": row["start_line"], "end_line": row["end_line"], "score": row.get("score"),
                 **{key: row[key] for key in ("vector_score", "lexical_score") if key in row}}
 
@@ -362,7 +364,9 @@ def create_app(index: Path, threads: int = 0, precision: str = "auto"):
                      k: int = Query(10, description=f"results, 1..{MAX_K}"),
                      language: str | None = Query(None, description="only this language (one of /api/stats' per_language)"),
                      highlight_snippets: bool = Query(False, alias="html", description="also each snippet as syntax-highlighted HTML (costs server time)"),
-                     ranking: str = Query("auto", description="auto (the index's), dense, lexical or hybrid (`codebert query --ranking`)")):
+                     ranking: str = Query("auto", description="auto (the index's), dense, lexical or hybrid (`codebert query --ranking`)"),
+                     path: list[str] = Query([], description="only files matching one of these globs (relative to the indexed root, or absolute; ** spans folders)"),
+                     exclude: list[str] = Query([], description="leave out files matching any of these globs")):
         """Ranked functions, each with its location, score and first lines (`snippet`); `terms` are
         the query words a page may mark in them."""
         checked_query(q, required=True)
@@ -373,9 +377,13 @@ def create_app(index: Path, threads: int = 0, precision: str = "auto"):
             raise ApiError(422, f"language: {language[:40]!r} is not indexed (indexed: {', '.join(sorted(store.languages))})")
         if ranking not in ("auto", *RANKINGS):
             raise ApiError(400, f"ranking: {ranking[:20]!r} is not one of auto, {', '.join(RANKINGS)}")
+        try:
+            paths = PathFilter.of(path, exclude)
+        except UserError as exc:
+            raise ApiError(400, f"path/exclude: {exc}") from None
         started = time.perf_counter()
         try:
-            rows = await asyncio.wrap_future(batcher.submit(q, k, language or None, chosen_ranking(store, ranking)))
+            rows = await asyncio.wrap_future(batcher.submit(q, k, language or None, chosen_ranking(store, ranking), paths or None))
         except UserError as exc:  # the index changed under the request (a language gone)
             raise ApiError(422, str(exc)) from None
         terms = highlight_terms(q)[:MAX_TERMS]
@@ -384,8 +392,8 @@ def create_app(index: Path, threads: int = 0, precision: str = "auto"):
         for row in rows:
             if not inside_roots(row["path"], roots):
                 continue
-            snippet = "\n".join(row["text"].splitlines()[:SNIPPET_LINES])
-            item = {**summary(row), "snippet": snippet}
+            item = result(row, SNIPPET_LINES)
+            snippet = item["snippet"]
             if highlight_snippets:
                 item["snippet_html"] = highlight(snippet, row["language"], terms)
             results.append(item)

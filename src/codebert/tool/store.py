@@ -34,6 +34,7 @@ import numpy as np
 from codebert.errors import UserError
 from codebert.search import lexical
 from codebert.search.fusion import fuse
+from codebert.tool.filters import PathFilter
 
 MANIFEST = "manifest.json"
 SCHEMA = """
@@ -177,7 +178,8 @@ class IndexStore:
         if not columns:
             raise damaged(meta, ValueError("no functions table"))
         self._tokens = "f.tokens" if "tokens" in columns else "'' AS tokens"  # an index made before --rerank
-        self._selectors: dict[str, tuple[Any, Any]] = {}  # language -> (FAISS id selector, search parameters)
+        self._selectors: dict[str, tuple[Any, Any]] = {}
+        self._allowed: dict[PathFilter, np.ndarray] = {}  # path filter -> the function ids it admits  # language -> (FAISS id selector, search parameters)
 
     @functools.cached_property
     def faiss(self):
@@ -208,9 +210,18 @@ class IndexStore:
             vectors, ids, rows = group_by_language(vectors, ids, language_of)
         return np.ascontiguousarray(vectors, dtype=np.float32), ids, {lang: slice(a, b) for lang, (a, b) in rows.items()}
 
-    def _exact_search(self, queries: np.ndarray, k: int, language: str | None) -> list[list[tuple[int, float]]]:
+    def _exact_search(self, queries: np.ndarray, k: int, language: str | None, allowed: np.ndarray | None = None) -> list[list[tuple[int, float]]]:
         vectors, ids, slices = self.exact
         rows = slice(0, len(ids)) if language is None else slices.get(language, slice(0, 0))
+        if allowed is not None:  # a path filter: the admitted rows of the language's block, gathered
+            block_ids = ids[rows][np.isin(ids[rows], allowed)]
+            k = min(k, len(block_ids))
+            if k == 0:
+                return [[] for _ in queries]
+            block = vectors[rows][np.isin(ids[rows], allowed)]
+            scores = queries @ block.T
+            top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            return [[(int(block_ids[j]), float(scores[r, j])) for j in row] for r, row in enumerate(top)]
         k = min(k, rows.stop - rows.start)
         if k == 0:
             return [[] for _ in queries]
@@ -250,15 +261,15 @@ class IndexStore:
         """Top-k functions by cosine similarity, optionally of one language only."""
         return self.search_many(vector.reshape(1, -1), k, [language])[0]
 
-    def search_many(self, vectors: np.ndarray, k: int, languages: list[str | None]) -> list[list[dict[str, Any]]]:
-        """`search` for a batch of query vectors (row i filtered to languages[i]): one matrix product
-        (exact) or FAISS call (HNSW) per language present, one SQLite query for every hit. A language
-        the index lacks raises UserError."""
+    def search_many(self, vectors: np.ndarray, k: int, languages: list[str | None], paths: PathFilter | None = None) -> list[list[dict[str, Any]]]:
+        """`search` for a batch of query vectors (row i filtered to languages[i], every row to `paths`):
+        one matrix product (exact) or FAISS call (HNSW) per language present, one SQLite query for
+        every hit. A language the index lacks raises UserError."""
         self._check_languages(languages)
-        return self._attach(self._dense_hits(np.ascontiguousarray(vectors, dtype=np.float32), k, languages))
+        return self._attach(self._dense_hits(np.ascontiguousarray(vectors, dtype=np.float32), k, languages, self.allowed_ids(paths)))
 
     def rank_many(self, vectors: np.ndarray, texts: list[str], k: int, languages: list[str | None],
-                  ranking: Ranking | None = None) -> list[list[dict[str, Any]]]:
+                  ranking: Ranking | None = None, paths: PathFilter | None = None) -> list[list[dict[str, Any]]]:
         """`search_many` ranked as `ranking` says (default: the index's own, `self.ranking`).
 
         lexical: FTS5's BM25 of the query's sub-words. hybrid: the union of each ranker's
@@ -270,21 +281,22 @@ class IndexStore:
         the 1,000 candidates of a group. Results carry `vector_score` and `lexical_score`."""
         ranking = ranking or self.ranking
         if ranking.ranking == "dense":
-            return self.search_many(vectors, k, languages)
+            return self.search_many(vectors, k, languages, paths)
         if not self.has_lexical:
             raise UserError(f"{self.folder}: this index has no lexical index (built before it existed); "
                             f"run `codebert index` on it again to add one, or rank with --ranking dense")
         self._check_languages(languages)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         depth = max(k, HYBRID_DEPTH)
-        dense = self._dense_hits(vectors, depth, languages) if ranking.ranking == "hybrid" else None
+        allowed = self.allowed_ids(paths)
+        dense = self._dense_hits(vectors, depth, languages, allowed) if ranking.ranking == "hybrid" else None
         hits = []
         for row, (text, language) in enumerate(zip(texts, languages)):
-            found = self.lexical_hits(text, depth, language)
+            found = self.lexical_hits(text, depth, language, allowed)
             if dense is None:
                 hits.append([(i, s, {"lexical_score": s}) for i, s in found[:k]])
             else:
-                hits.append(self._fused(vectors[row], dense[row], found, language, ranking)[:k])
+                hits.append(self._fused(vectors[row], dense[row], found, language, ranking, allowed)[:k])
         return self._attach(hits)
 
     def _check_languages(self, languages: list[str | None]) -> None:
@@ -292,19 +304,24 @@ class IndexStore:
         if unknown:
             raise UserError(f"language {', '.join(unknown)}: not in this index (indexed: {', '.join(sorted(self.languages)) or 'none'})")
 
-    def _dense_hits(self, vectors: np.ndarray, k: int, languages: list[str | None]) -> list[list[tuple[int, float]]]:
+    def _dense_hits(self, vectors: np.ndarray, k: int, languages: list[str | None], allowed: np.ndarray | None = None) -> list[list[tuple[int, float]]]:
         hits: list[list[tuple[int, float]]] = [[] for _ in range(len(vectors))]
         total = int(self.manifest.get("functions", 0))
         for language in set(languages):
             rows = [i for i, lang in enumerate(languages) if lang == language]
             if self.manifest.get("search") != "hnsw":
-                for row, found in zip(rows, self._exact_search(vectors[rows], k, language)):
+                for row, found in zip(rows, self._exact_search(vectors[rows], k, language, allowed)):
                     hits[row] = found
                 continue
             want = min(k, total if language is None else self.languages[language])
+            if allowed is not None:
+                want = min(want, len(allowed))
             if want == 0:
                 continue
-            params = None if language is None else self._only(language)
+            if allowed is not None:
+                params, keep_alive = self._admitting(allowed, language)  # the selector must outlive the search
+            else:
+                params = None if language is None else self._only(language)
             scores, ids = self.faiss.search(vectors[rows], want, params=params)
             for row, row_scores, row_ids in zip(rows, scores, ids):
                 hits[row] = [(int(i), float(s)) for i, s in zip(row_ids, row_scores) if i >= 0]
@@ -326,14 +343,46 @@ class IndexStore:
         for an index made before there was a choice."""
         return Ranking.of(self.manifest.get("ranking")) or Ranking("dense")
 
-    def lexical_hits(self, text: str, limit: int, language: str | None) -> list[tuple[int, float]]:
-        """(function id, BM25) of the best `limit` lexical matches, optionally of one language."""
-        if language is None:
-            return lexical.search(self.db, text, limit)
-        return lexical.search(self.db, text, limit, "JOIN functions f ON f.id = lexical.rowid", "AND f.language = ?", (language,))
+    def lexical_hits(self, text: str, limit: int, language: str | None, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """(function id, BM25) of the best `limit` lexical matches, optionally of one language and of
+        the functions a path filter admits (`allowed`)."""
+        join, where, params = "", "", ()
+        if language is not None:
+            join, where, params = "JOIN functions f ON f.id = lexical.rowid", "AND f.language = ?", (language,)
+        if allowed is not None:  # any number of ids, as one JSON array
+            where += " AND lexical.rowid IN (SELECT value FROM json_each(?))"
+            params += (json.dumps(allowed.tolist()),)
+        return lexical.search(self.db, text, limit, join, where, params)
+
+    def allowed_ids(self, paths: PathFilter | None) -> np.ndarray | None:
+        """The ids of the functions a path filter admits (None: no filter), worked out once per filter."""
+        if not paths:
+            return None
+        if paths not in self._allowed:
+            files = [fid for fid, path, root in self.db.execute("SELECT id, path, root FROM files") if paths.admits(path, root)]
+            function_ids, file_ids = self._function_files
+            self._allowed[paths] = np.sort(function_ids[np.isin(file_ids, np.array(files, dtype=np.int64))])
+        return self._allowed[paths]
+
+    @functools.cached_property
+    def _function_files(self) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.array(self.db.execute("SELECT id, file_id FROM functions").fetchall(), dtype=np.int64).reshape(-1, 2)
+        return rows[:, 0], rows[:, 1]
+
+    def _admitting(self, allowed: np.ndarray, language: str | None):
+        """HNSW search parameters that admit only `allowed` (and `language`'s) functions; with the selector they need."""
+        # Imported here: faiss only for HNSW (exact search is a numpy product; `codebert query` stays lean).
+        import faiss
+
+        ids = allowed
+        if language is not None:
+            ids = np.intersect1d(ids, np.array([r[0] for r in self.db.execute("SELECT id FROM functions WHERE language = ?", (language,))], dtype=np.int64))
+        selector = faiss.IDSelectorBatch(ids.astype(np.int64))
+        params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(128, faiss.downcast_index(self.faiss.index).hnsw.efSearch))
+        return params, selector
 
     def _fused(self, vector: np.ndarray, dense: list[tuple[int, float]], found: list[tuple[int, float]], language: str | None,
-               ranking: Ranking) -> list[tuple[int, float, dict[str, float]]]:
+               ranking: Ranking, allowed: np.ndarray | None = None) -> list[tuple[int, float, dict[str, float]]]:
         cosine, bm25 = dict(dense), dict(found)
         ids = list(dict.fromkeys([i for i, _ in dense] + [i for i, _ in found]))
         for i in ids:
@@ -341,7 +390,7 @@ class IndexStore:
                 cosine[i] = float(self._vector_of(i) @ vector)
         if not ids:
             return []
-        floor = self._dense_floor(vector, language, min(cosine.values()))
+        floor = self._dense_floor(vector, language, min(cosine.values()), allowed)
         # One extra candidate at the floor of both rankers: min-max then spans what a group's would.
         d = np.array([cosine[i] for i in ids] + [floor])[None]
         b = np.array([bm25.get(i, 0.0) for i in ids] + [0.0])[None]
@@ -349,13 +398,13 @@ class IndexStore:
         order = np.argsort(-fused, kind="stable")
         return [(ids[j], float(fused[j]), {"vector_score": cosine[ids[j]], "lexical_score": bm25.get(ids[j], 0.0)}) for j in order]
 
-    def _dense_floor(self, vector: np.ndarray, language: str | None, candidates_floor: float) -> float:
+    def _dense_floor(self, vector: np.ndarray, language: str | None, candidates_floor: float, allowed: np.ndarray | None = None) -> float:
         """The lowest cosine of the query over the rows searched (exact search); HNSW: over the candidates."""
         if self.manifest.get("search") == "hnsw":
             return candidates_floor
         vectors, ids, slices = self.exact
         rows = slice(0, len(ids)) if language is None else slices.get(language, slice(0, 0))
-        block = vectors[rows]
+        block = vectors[rows] if allowed is None else vectors[rows][np.isin(ids[rows], allowed)]
         return float((block @ vector).min()) if len(block) else candidates_floor
 
     @functools.cached_property
