@@ -55,6 +55,7 @@ STAGES = [
     Stage(("bleu",), "codebert.bleu", "BleuConfig", "smoothed BLEU-4 of predictions against references, as the paper's evaluator computes it"),
     Stage(("index",), "codebert.tool.index", "IndexConfig", "index the functions of source trees for semantic search (FAISS + SQLite, incremental)"),
     Stage(("query",), "codebert.tool.query", "QueryConfig", "search an index in plain English", main="query_main", render="query_render"),
+    Stage(("mcp",), "codebert.tool.mcp_server", "McpConfig", "serve an index to coding agents over the Model Context Protocol (stdio or HTTP)", render=None),
     Stage(("serve",), "codebert.tool.serve", "ServeConfig", "serve an index: HTTP API (OpenAPI) and a search page, on loopback by default", render=None),
     Stage(("average",), "codebert.training.average", "AverageConfig", "average the weights of a run's last checkpoints into one model"),
     Stage(("plot",), "codebert.experiments.plot", "PlotConfig", "draw the learning curves of pre-training runs to a PNG"),
