@@ -497,3 +497,34 @@ def test_a_bad_glob_is_one_line(tree, tiny_model_dir, tmp_path, capsys):
     assert cli_main(["query", str(tmp_path / "idx"), "parse", "--path", "**/*.py", "--path", "**/*.go", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {r["path"][-3:] for r in printed["results"]} <= {".py", ".go"}  # repeated: both kept
+
+
+def test_index_exclude_leaves_out_matching_files_and_drops_them_from_an_existing_index(tree, tiny_model_dir, tmp_path):
+    out = tmp_path / "idx"
+    first = build([tree], tiny_model_dir, out)
+    assert first["files_excluded"] == 0
+    second = build([tree], tiny_model_dir, out, exclude=["**/*.go", "javaproj/**"])
+    assert second["files_excluded"] == 2 and second["files_deleted"] == 2
+    paths = {row[0] for row in IndexStore(out).db.execute("SELECT path FROM files")}
+    assert paths and not any(p.endswith((".go", ".java")) for p in paths)
+    assert IndexStore(out).db.execute("SELECT COUNT(*) FROM lexical").fetchone()[0] == second["functions"]
+
+
+def test_watch_reindexes_a_file_when_it_changes(tree, tiny_model_dir, tmp_path):
+    import threading
+    import time
+
+    out = tmp_path / "idx"
+    done = {}
+    worker = threading.Thread(target=lambda: done.update(build([tree], tiny_model_dir, out, watch="true", watch_updates="1")))
+    worker.start()
+    for _ in range(600):  # the first pass, then the watcher starts
+        if (out / "manifest.json").is_file():
+            break
+        time.sleep(0.1)
+    time.sleep(1.5)
+    (tree / "pyproj" / "pkg" / "fresh.py").write_text("def freshly_written_helper(x):\n    return x + 1\n")
+    worker.join(timeout=120)
+    assert not worker.is_alive() and done["updates"] == 1 and done["files_encoded"] == 1
+    names = {row[0] for row in IndexStore(out).db.execute("SELECT name FROM functions")}
+    assert "freshly_written_helper" in names

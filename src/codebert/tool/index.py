@@ -11,6 +11,7 @@ are read (links out of them are skipped and counted).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -32,6 +33,7 @@ from codebert.corpus.languages import SPECS
 from codebert.errors import UserError
 from codebert.tables import format_table
 from codebert.search import lexical
+from codebert.tool.filters import PathFilter
 from codebert.tool.store import (MANIFEST, SCHEMA, ZERO_SHOT_RANKING, Ranking, build_faiss, check_generation, damaged, file_checksums, file_sizes,
                                  group_by_language, load_array, read_manifest)
 
@@ -43,6 +45,8 @@ class IndexConfig:
     model: str = option(help="encoder folder: our bi-encoder (best/ of `search finetune --mode bi`), a pre-trained checkpoint, or a sentence-transformers folder")
     out: Path = option(help="index folder (created, or updated in place)")
     languages: list[str] = option([], "languages to index (empty: all supported)")
+    exclude: list[str] = option([], "leave out files matching any of these globs (relative to their root, or absolute; "
+                                    "** spans folders: '**/vendor/**', '**/*_pb2.py'); repeatable; files indexed before are dropped")
     include_docs: bool = option(True, "encode each function's doc comment with its code")
     exact_limit: int = option(100_000, "exact search up to this many functions, FAISS HNSW above (docs/scale.md: "
                                        "the largest size at which exact search keeps a query's p99 under 50 ms on 2 cores)")
@@ -53,9 +57,14 @@ class IndexConfig:
                 "recall@10 against fp32 in benchmarks/search_latency.py), else fp32")
     threads: int = option(0, "CPU threads for torch (0: torch's default)")
     progress: bool = option(True, "show a progress bar")
+    watch: bool = option(False, "after indexing, keep watching the paths and re-index the files that change (watchfiles), "
+                                "each update a new generation as a re-run makes it; until interrupted")
+    watch_updates: int = option(0, "--watch: stop after this many updates (0: until interrupted)")
 
     def validate(self) -> list[str]:
         problems = [f"{p}: no such file or folder" for p in self.paths if not p.exists()]
+        if self.watch_updates < 0:
+            problems.append("--watch-updates: must be >= 0")
         unknown = [lang for lang in self.languages if lang not in SPECS]
         if unknown:
             problems.append(f"--languages: unknown {', '.join(unknown)} (known: {', '.join(sorted(SPECS))})")
@@ -69,6 +78,10 @@ class IndexConfig:
             problems.append("--threads: must be >= 0 (0: torch's default)")
         if self.out.exists() and not self.out.is_dir():
             problems.append(f"--out {self.out}: exists and is not a folder")
+        try:
+            PathFilter.of(exclude=self.exclude)
+        except UserError as exc:
+            problems.append(f"--exclude: {exc}")
         return problems
 
 
@@ -86,6 +99,39 @@ def function_text(fn, include_docs: bool) -> str:
 
 
 def main(cfg: IndexConfig) -> dict[str, Any]:
+    figures = index_once(cfg)
+    if cfg.watch:
+        figures = watch(cfg, figures)
+    return figures
+
+
+def watch(cfg: IndexConfig, figures: dict[str, Any]) -> dict[str, Any]:
+    """Re-index whenever source files under the paths change (created, modified, deleted), until
+    interrupted or --watch-updates updates; each update is an ordinary incremental re-index."""
+    # Imported here: watchfiles only for --watch.
+    import watchfiles
+
+    from codebert.corpus.languages import language_for
+
+    languages = tuple(cfg.languages) if cfg.languages else tuple(sorted(SPECS))
+    out = str(cfg.out.resolve())
+
+    def source(change, path: str) -> bool:  # the index's own files and other files do not count
+        return not path.startswith(out) and language_for(Path(path).name, languages) is not None
+
+    print(f"watching {', '.join(map(str, cfg.paths))} for changes (Ctrl-C to stop)", flush=True)
+    updates = 0
+    for changes in watchfiles.watch(*cfg.paths, watch_filter=source, debounce=400, raise_interrupt=False):
+        figures = index_once(dataclasses.replace(cfg, progress=False))
+        updates += 1
+        print(f"{time.strftime('%H:%M:%S')} {len(changes)} change(s): {figures['files_encoded']} file(s) re-encoded, "
+              f"{figures['files_deleted']} deleted, {figures['functions']} functions in the index", flush=True)
+        if cfg.watch_updates and updates >= cfg.watch_updates:
+            break
+    return {**figures, "updates": updates}
+
+
+def index_once(cfg: IndexConfig) -> dict[str, Any]:
     started = time.perf_counter()
     out = cfg.out
     manifest = read_manifest(out) if out.exists() else None
@@ -119,8 +165,9 @@ def main(cfg: IndexConfig) -> dict[str, Any]:
                     "files": file_sizes(out, g), "checksums": file_checksums(out, g)}  # checked on every open (store.check_generation)
     _switch_generation(out, g, new_manifest)
     skipped = sum(v for k, v in reasons.items() if k[1].startswith("file:"))
+    excluded = sum(v for k, v in reasons.items() if k[1] == "excluded")
     return {"out": str(out), "functions": int(len(ids)), "files_seen": len(seen), "files_encoded": len(changed),
-            "files_deleted": len(deleted), "functions_encoded": len(texts), "files_skipped": skipped,
+            "files_deleted": len(deleted), "functions_encoded": len(texts), "files_skipped": skipped, "files_excluded": excluded,
             "encode_seconds": encode_seconds, "functions_per_s": len(texts) / encode_seconds if encode_seconds else 0.0,
             "seconds": time.perf_counter() - started, "search": new_manifest["search"], "lean_queries": lean,
             "precision": encoder.precision if encoder is not None else "-"}
@@ -190,8 +237,13 @@ def _read_files(cfg: IndexConfig, reasons: Counter) -> dict[str, tuple[SourceFil
     """path -> (file, text, sha256) of every readable source file under the roots; the others are counted in `reasons`."""
     languages = tuple(cfg.languages) if cfg.languages else tuple(sorted(SPECS))
     seen: dict[str, tuple[SourceFile, str, str]] = {}  # path -> (file, text, sha256)
+    excluded = PathFilter.of(exclude=cfg.exclude)
     for path in cfg.paths:
+        root = str(path.resolve())
         for src in walk([path], languages, "top", reasons):
+            if excluded and not excluded.admits(src.path, root):
+                reasons[(src.language, "excluded")] += 1
+                continue
             text, why = read_source(src.path)
             if text is None:
                 reasons[(src.language, f"file:{why}")] += 1
