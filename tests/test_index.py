@@ -528,3 +528,37 @@ def test_watch_reindexes_a_file_when_it_changes(tree, tiny_model_dir, tmp_path):
     assert not worker.is_alive() and done["updates"] == 1 and done["files_encoded"] == 1
     names = {row[0] for row in IndexStore(out).db.execute("SELECT name FROM functions")}
     assert "freshly_written_helper" in names
+
+
+# ------------------------------------------------------------------------------- the Milvus store
+def test_a_milvus_lite_store_answers_as_the_local_store_and_follows_updates(tree, tiny_model_dir, tmp_path):
+    from codebert.tool import milvus_store
+
+    local, remote = tmp_path / "local", tmp_path / "milvus"
+    build([tree], tiny_model_dir, local)
+    build([tree], tiny_model_dir, remote, store="milvus")
+    manifest = json.loads((remote / "manifest.json").read_text())
+    assert manifest["store"] == "milvus" and (remote / "milvus.db").exists() and not list(remote.glob("faiss-*"))
+    for ranking in ("dense", "hybrid"):
+        for flags in ({}, {"language": "python"}, {"path": ["**/*.java", "**/*.go"]}):
+            a = ranked(local, "parse a memory string", ranking, k="5", **flags)["results"]
+            b = ranked(remote, "parse a memory string", ranking, k="5", **flags)["results"]
+            assert [r["id"] for r in a] == [r["id"] for r in b] and a, (ranking, flags)
+            assert [r["score"] for r in a] == pytest.approx([r["score"] for r in b], abs=1e-5)
+    (tree / "pyproj" / "pkg" / "extra.py").write_text("def milvus_sees_this(x):\n    return x\n")
+    second = build([tree], tiny_model_dir, remote, store="milvus")
+    assert second["files_encoded"] == 1
+    manifest = json.loads((remote / "manifest.json").read_text())
+    collections = milvus_store.client(manifest["milvus"]["uri"]).list_collections()
+    assert [c for c in collections if c.startswith(manifest["milvus"]["prefix"])] == [manifest["milvus"]["collection"]]  # the old one dropped
+    # the new function's vector is in the new collection: a hybrid query fetches it for the fusion
+    hits = ranked(remote, "milvus sees this", "hybrid", k="3")["results"]
+    assert hits[0]["name"] == "milvus_sees_this" and hits[0]["vector_score"] != 0
+    assert ranked(local, "x", "dense", k="50")["results"] and len(ranked(remote, "x", "dense", k="50")["results"]) == second["functions"]
+
+
+def test_the_store_of_an_index_is_fixed_when_it_is_made(tree, tiny_model_dir, tmp_path, capsys):
+    build([tree / "goproj"], tiny_model_dir, tmp_path / "idx")
+    assert cli_main(["index", str(tree / "goproj"), "--model", str(tiny_model_dir), "--out", str(tmp_path / "idx"),
+                     "--store", "milvus", "--no-progress"]) == 2
+    assert "index into a new folder to use --store milvus" in capsys.readouterr().err

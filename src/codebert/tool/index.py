@@ -52,6 +52,10 @@ class IndexConfig:
                                        "the largest size at which exact search keeps a query's p99 under 50 ms on 2 cores)")
     max_length: int = option(0, "tokens per encoder window (0: the model's setting)")
     batch_size: int = option(64, "inputs per forward pass")
+    store: Literal["local", "milvus"] = option(
+        "local", "where the vectors live: local (numpy/FAISS files in the index folder) or milvus (a Milvus collection: "
+                 "Milvus Lite in INDEX/milvus.db, or the cluster at --milvus-uri); fixed when the index is made")
+    milvus_uri: str = option("", "--store milvus: the Milvus server, e.g. http://host:19530 (empty: Milvus Lite in the index folder)")
     precision: Literal["auto", "fp32", "bf16"] = option(
         "auto", "encoding precision; auto: bf16 where the CPU has bf16 instructions (AVX512-BF16/AMX: about 3x faster, "
                 "recall@10 against fp32 in benchmarks/search_latency.py), else fp32")
@@ -155,15 +159,24 @@ def index_once(cfg: IndexConfig) -> dict[str, Any]:
     db.commit()
     db.close()
 
-    _write_vectors(out, g, vectors, ids, cfg.exact_limit)
+    milvus = None
+    if cfg.store == "milvus":
+        milvus = _write_milvus(cfg, out, g, vectors, ids, manifest)
+    else:
+        _write_vectors(out, g, vectors, ids, cfg.exact_limit)
     lean = _export_query_encoder(out, model_id, encoder, cfg)
     all_roots = sorted(set((manifest or {}).get("roots", [])) | set(roots))
     new_manifest = {"generation": g, "model": model_id, "dimension": int(dim), "functions": int(len(ids)),
                     "search": "hnsw" if len(ids) > cfg.exact_limit else "exact", "include_docs": cfg.include_docs,
                     "language_rows": language_rows, "ranking": model_ranking(cfg.model).as_dict(),
                     "roots": all_roots, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                    "files": file_sizes(out, g), "checksums": file_checksums(out, g)}  # checked on every open (store.check_generation)
+                    "files": file_sizes(out, g, cfg.store), "checksums": file_checksums(out, g, cfg.store),  # checked on every open
+                    "store": cfg.store, **({"milvus": milvus} if milvus else {})}
     _switch_generation(out, g, new_manifest)
+    if milvus:
+        from codebert.tool import milvus_store
+
+        milvus_store.drop_others(milvus["uri"], milvus["prefix"], milvus["collection"])
     skipped = sum(v for k, v in reasons.items() if k[1].startswith("file:"))
     excluded = sum(v for k, v in reasons.items() if k[1] == "excluded")
     return {"out": str(out), "functions": int(len(ids)), "files_seen": len(seen), "files_encoded": len(changed),
@@ -189,6 +202,8 @@ def _check_compatible(manifest: dict[str, Any] | None, model_id: str, cfg: Index
     """An existing index is updated only with the model and the include_docs it was built with."""
     if manifest is not None and manifest["model"] != model_id:
         raise UserError(f"{cfg.out} was built with {manifest['model']}; index into a new folder to use another model")
+    if manifest is not None and manifest.get("store", "local") != cfg.store:
+        raise UserError(f"{cfg.out} keeps its vectors in the {manifest.get('store', 'local')} store; index into a new folder to use --store {cfg.store}")
     if manifest is not None and manifest.get("include_docs", True) != cfg.include_docs:
         raise UserError(f"{cfg.out} was built with include_docs={manifest.get('include_docs')}; index into a new folder to change it")
 
@@ -336,6 +351,26 @@ def _write_vectors(out: Path, g: int, vectors: np.ndarray, ids: np.ndarray, exac
     np.save(out / f"vectors-{g}.npy", vectors)
     np.save(out / f"ids-{g}.npy", ids)
     faiss.write_index(index, str(out / f"faiss-{g}.index"))
+
+
+def _write_milvus(cfg: IndexConfig, out: Path, g: int, vectors: np.ndarray, ids: np.ndarray,
+                  manifest: dict[str, Any] | None) -> dict[str, str]:
+    """Generation g's vectors and ids on disk (what the next update merges from) and in a new Milvus collection."""
+    from codebert.tool import milvus_store
+
+    np.save(out / f"vectors-{g}.npy", vectors)
+    np.save(out / f"ids-{g}.npy", ids)
+    previous = (manifest or {}).get("milvus", {})
+    uri = previous.get("uri") or cfg.milvus_uri or milvus_store.default_uri(out)
+    prefix = previous.get("prefix") or milvus_store.collection_prefix(out)
+    name = milvus_store.collection(prefix, g)
+    db = sqlite3.connect(out / f"meta-{g}.sqlite")
+    where = dict(((i, (lang, path)) for i, lang, path in db.execute(
+        "SELECT f.id, f.language, files.path FROM functions f JOIN files ON files.id = f.file_id")))
+    db.close()
+    milvus_store.write_generation(uri, name, vectors, ids, [where[int(i)][0] for i in ids], [where[int(i)][1] for i in ids],
+                                  cfg.exact_limit)
+    return {"uri": uri, "prefix": prefix, "collection": name}
 
 
 def _switch_generation(out: Path, g: int, new_manifest: dict[str, Any]) -> None:

@@ -92,21 +92,22 @@ GENERATION_FILES = ("meta-{g}.sqlite", "faiss-{g}.index", "vectors-{g}.npy", "id
 REPAIR = "run `codebert index` on the same paths again to rebuild it, or remove the folder"
 
 
-def generation_files(g: int) -> list[str]:
-    return [name.format(g=g) for name in GENERATION_FILES]
+def generation_files(g: int, store: str = "local") -> list[str]:
+    """Generation g's files; a Milvus store keeps its vectors' index in Milvus, not in a FAISS file."""
+    return [name.format(g=g) for name in GENERATION_FILES if store == "local" or not name.startswith("faiss")]
 
 
 CHECKSUM_LIMIT = 4 << 20  # files up to 4 MiB also get a SHA-256 (milliseconds to check on every open)
 
 
-def file_sizes(folder: Path, g: int) -> dict[str, int]:
+def file_sizes(folder: Path, g: int, store: str = "local") -> dict[str, int]:
     """What the manifest records of generation g's files: their sizes in bytes."""
-    return {name: (folder / name).stat().st_size for name in generation_files(g)}
+    return {name: (folder / name).stat().st_size for name in generation_files(g, store)}
 
 
-def file_checksums(folder: Path, g: int) -> dict[str, str]:
+def file_checksums(folder: Path, g: int, store: str = "local") -> dict[str, str]:
     """SHA-256 of generation g's files small enough to check on every open (the ids always, a small index all)."""
-    return {name: _sha256(folder / name) for name in generation_files(g) if (folder / name).stat().st_size <= CHECKSUM_LIMIT}
+    return {name: _sha256(folder / name) for name in generation_files(g, store) if (folder / name).stat().st_size <= CHECKSUM_LIMIT}
 
 
 def _sha256(path: Path) -> str:
@@ -119,7 +120,7 @@ def check_generation(folder: Path, manifest: dict[str, Any]) -> None:
     """One UserError line naming the first missing or damaged file of the manifest's generation: missing,
     or of another size than the manifest recorded (an index made before sizes were recorded: existence)."""
     g = manifest["generation"]
-    missing = [name for name in generation_files(g) if not (folder / name).is_file()]
+    missing = [name for name in generation_files(g, manifest.get("store", "local")) if not (folder / name).is_file()]
     if missing:
         raise UserError(f"{folder}: damaged index, {MANIFEST} names generation {g} but {', '.join(missing)} "
                         f"{'is' if len(missing) == 1 else 'are'} missing; remove the folder and index again")
@@ -309,6 +310,10 @@ class IndexStore:
         total = int(self.manifest.get("functions", 0))
         for language in set(languages):
             rows = [i for i, lang in enumerate(languages) if lang == language]
+            if self.milvus is not None:
+                for row, found in zip(rows, self.milvus.search(vectors[rows], k, language, allowed)):
+                    hits[row] = found
+                continue
             if self.manifest.get("search") != "hnsw":
                 for row, found in zip(rows, self._exact_search(vectors[rows], k, language, allowed)):
                     hits[row] = found
@@ -332,6 +337,16 @@ class IndexStore:
         found = self.functions(sorted({hit[0] for row in hits for hit in row}))
         return [[{**found[hit[0]], "score": hit[1], **(hit[2] if len(hit) > 2 else {})} for hit in row if hit[0] in found]
                 for row in hits]
+
+    @functools.cached_property
+    def milvus(self):
+        """The Milvus collection of an index made with --store milvus (`codebert.tool.milvus_store`), else None."""
+        if self.manifest.get("store", "local") != "milvus":
+            return None
+        # Imported here: pymilvus only for an index that uses Milvus.
+        from codebert.tool.milvus_store import MilvusSearch
+
+        return MilvusSearch(self.manifest["milvus"]["uri"], self.manifest["milvus"]["collection"])
 
     @functools.cached_property
     def has_lexical(self) -> bool:
@@ -399,8 +414,8 @@ class IndexStore:
         return [(ids[j], float(fused[j]), {"vector_score": cosine[ids[j]], "lexical_score": bm25.get(ids[j], 0.0)}) for j in order]
 
     def _dense_floor(self, vector: np.ndarray, language: str | None, candidates_floor: float, allowed: np.ndarray | None = None) -> float:
-        """The lowest cosine of the query over the rows searched (exact search); HNSW: over the candidates."""
-        if self.manifest.get("search") == "hnsw":
+        """The lowest cosine of the query over the rows searched (exact search); HNSW and Milvus: over the candidates."""
+        if self.manifest.get("search") == "hnsw" or self.milvus is not None:
             return candidates_floor
         vectors, ids, slices = self.exact
         rows = slice(0, len(ids)) if language is None else slices.get(language, slice(0, 0))
@@ -412,6 +427,8 @@ class IndexStore:
         return {int(i): row for row, i in enumerate(self.exact[1])}
 
     def _vector_of(self, function_id: int) -> np.ndarray:
+        if self.milvus is not None:
+            return self.milvus.vectors_of([function_id])[function_id]
         if self.manifest.get("search") == "hnsw":
             return self.faiss.reconstruct(int(function_id))
         return self.exact[0][self._rows_by_id[function_id]]
@@ -429,7 +446,7 @@ class IndexStore:
         per_language = self.languages
         files = self.db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
         return {**{k: self.manifest[k] for k in ("model", "generation", "functions", "search")}, "files": files,
-                "ranking": self.ranking.as_dict(), "lexical_index": self.has_lexical,
+                "ranking": self.ranking.as_dict(), "lexical_index": self.has_lexical, "store": self.manifest.get("store", "local"),
                 "per_language": per_language, "roots": self.manifest.get("roots", [])}
 
 
