@@ -463,6 +463,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--compare-real", nargs="+", metavar="NPY", help="VECTORS.npy [QUERIES.npy]: print real vs synthetic statistics")
     ap.add_argument("--exact-hnsw-only", action="store_true",
                     help="measure only exact and HNSW (e.g. to build HNSW once at 1M: --sizes 1000000 --hnsw-sizes 1000000)")
+    ap.add_argument("--milvus-sizes", type=int, nargs="*", default=[],
+                    help="sizes at which the vectors also go into Milvus Lite (`codebert index --store milvus`: HNSW M 32, "
+                         "efConstruction 128), measured as the rest: indexing rate, latency, QPS, recall@10 against exact")
+    ap.add_argument("--milvus-ef", type=int, nargs="+", default=[128, 256], help="Milvus HNSW ef at search")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="a ~1-minute smoke run (small sizes, few queries, short timing)")
     args = ap.parse_args()
@@ -555,6 +559,8 @@ def main() -> None:
             del flat
             gc.collect()
 
+            if n in args.milvus_sizes:
+                _milvus(bench, x, truth, n)
             if n in args.hnsw_sizes:
                 if hnsw is None:
                     hnsw = faiss.IndexHNSWFlat(args.dim, 32, faiss.METRIC_INNER_PRODUCT)
@@ -606,6 +612,44 @@ def main() -> None:
     print(f"\n## IndexIDMap2 (the wrapper build_faiss puts around every index) at N = {big:,}\n")
     print(idmap)
     print(f"\nwall time {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def _milvus(bench: Bench, x: np.ndarray, truth: np.ndarray, n: int) -> None:
+    """Milvus Lite at size n, as `codebert index --store milvus` fills it (codebert.tool.milvus_store):
+    one collection, HNSW (M 32, efConstruction 128) by inner product, inserted in batches of 5,000."""
+    from pymilvus import DataType, MilvusClient
+
+    from codebert.tool import milvus_store
+
+    folder = bench.tmp / f"milvus-{n}"
+    folder.mkdir()
+    client = MilvusClient(str(folder / "milvus.db"))
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=x.shape[1])
+    params = client.prepare_index_params()
+    params.add_index("vector", index_type="HNSW", metric_type="IP", params=milvus_store.HNSW)
+
+    def build():
+        client.create_collection("bench", schema=schema, index_params=params)
+        for start in range(0, n, milvus_store.INSERT_BATCH):
+            stop = min(start + milvus_store.INSERT_BATCH, n)
+            client.insert("bench", [{"id": i, "vector": x[i].tolist()} for i in range(start, stop)])
+        client.flush("bench")
+        client.load_collection("bench")
+
+    _, secs, mem = built(build)
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    print(f"  Milvus Lite: {n:,} vectors inserted, indexed and loaded in {secs:.1f} s ({n / secs:,.0f} vectors/s)", flush=True)
+    for ef in bench.args.milvus_ef:
+        def search(q: np.ndarray, ef: int = ef) -> np.ndarray:
+            found = client.search("bench", data=q.tolist(), limit=10, search_params={"metric_type": "IP", "params": {"ef": ef}})
+            return np.array([[hit["id"] for hit in row] + [-1] * (10 - len(row)) for row in found])
+
+        bench.measure(Row("Milvus Lite HNSW32", n, f"ef {ef}, efC 128", size, build_s=secs, **mem,
+                          note=f"{n / secs:,.0f} vectors/s indexed"), search, truth)
+    client.drop_collection("bench")
+    client.close()
 
 
 def _flat(x: np.ndarray):
