@@ -83,4 +83,18 @@ def test_type_a_query_see_results_open_one(server):
         assert all(".go:" in e.inner_text() for e in linked.query_selector_all("#results li .where"))
         page.go_back()
         page.wait_for_function("document.querySelector('#language').value === ''")
+        # Path filters as the command line takes them: globs, ! leaves out; the same results as the API's
+        page.select_option("#language", "")
+        page.fill("#paths", "**/*.py **/*.java !**/memory.py")
+        page.click("button[type=submit]")
+        page.wait_for_function("document.querySelector('#status').textContent.includes('results in')"
+                               " && [...document.querySelectorAll('#results li .where')].every("
+                               "e => /\\.(py|java):\\d+-\\d+$/.test(e.textContent) && !e.textContent.includes('memory.py'))")
+        wheres = [e.inner_text() for e in page.query_selector_all("#results li .where")]
+        assert wheres and "paths=" in page.url
+        import httpx
+
+        api = httpx.get(server + "api/search", params={"q": "parse a memory string", "k": 10, "path": ["**/*.py", "**/*.java"],
+                                                       "exclude": "**/memory.py"}).json()["results"]
+        assert wheres == [r["location"] for r in api]
         browser.close()
