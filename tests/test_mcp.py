@@ -69,3 +69,35 @@ def test_an_mcp_client_gets_what_the_command_line_gets(tmp_path, tiny_model_dir)
     by_line = seen["by path:line"].structured_content
     assert by_line["name"] == "parse_memory" and by_line["start_line"] <= 8 <= by_line["end_line"] and "def parse_memory" in by_line["text"]
     assert seen["by id"].structured_content["id"] == 1 and seen["by id"].structured_content["text"]
+
+
+def test_the_http_transport_serves_the_same_tools(tmp_path, tiny_model_dir):
+    import socket
+    import subprocess
+    import time
+
+    from mcp import Client
+
+    out = tmp_path / "idx"
+    index_mod.main(load_config(index_mod.IndexConfig, None, {"paths": [str(SAMPLES / "goproj")], "model": str(tiny_model_dir),
+                                                             "out": str(out), "progress": "false", "threads": "1"}))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "codebert", "mcp", str(out), "--transport", "http", "--port", str(port),
+                               "--threads", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        async def call():
+            for _ in range(100):  # until it listens
+                try:
+                    async with Client(f"http://127.0.0.1:{port}/mcp") as client:
+                        return await client.call_tool("search_code", {"query": "pop from a stack", "k": 2})
+                except Exception:  # noqa: BLE001 -- not listening yet
+                    time.sleep(0.2)
+            raise AssertionError("the HTTP server did not answer")
+
+        result = asyncio.run(call())
+        assert not result.is_error and [r["name"] for r in result.structured_content["results"]]
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
