@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from codebert.cli import main as cli_main
 from codebert.code2nl import stage as code2nl
 from codebert.code2nl.data import read_codenn, wrap
 from codebert.code2nl.decoding import IncrementalDecoder, beam_search, plain_beam_search
@@ -201,3 +202,26 @@ def test_codenn_lines_and_three_references_per_id(tmp_path):
     pairs = read_codenn(data, refs)
     assert pairs.ids == ["7", "8"] and pairs.sources[1] == "File.ReadAllText(p);"
     assert pairs.targets == [["How to sort a list", "sorting a list in c#", "sort list"], ["Read a file"]]
+
+
+def test_generate_writes_a_summary_for_every_function_of_a_source_tree(c2n_run, tmp_path, capsys):
+    import json
+
+    from conftest import SAMPLES
+
+    out, _ = c2n_run
+    code = cli_main(["code2nl", "generate", "--model", str(out / "best"), "--data", str(SAMPLES), "--format", "tree",
+                     "--out", str(tmp_path / "gen"), "--beam-size", "2", "--no-progress", "--json"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    figures = json.loads(printed.strip().splitlines()[-1])
+    summaries = figures["summaries"]
+    assert len(summaries) == figures["predictions"] > 20  # every function with a body, in every language
+    assert {s["language"] for s in summaries} >= {"python", "go", "java"}
+    parse = next(s for s in summaries if s["name"] == "parse_memory")
+    assert parse["location"].endswith("memory.py:6-15") and parse["summary"] and parse["docstring"]
+    lines = (tmp_path / "gen" / "predictions.txt").read_text().splitlines()
+    assert len(lines) == len(summaries) and lines[0].split("\t")[0] == summaries[0]["location"]
+    assert cli_main(["code2nl", "evaluate", "--model", str(out / "best"), "--data", str(SAMPLES), "--format", "tree",
+                     "--out", str(tmp_path / "x")]) == 2
+    assert "no reference summaries" in capsys.readouterr().err

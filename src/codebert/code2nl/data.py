@@ -53,6 +53,37 @@ def read_csn(data: Path, split: str, languages: list[str], max_records: int) -> 
     return out
 
 
+def read_tree(paths: list[Path], languages: list[str], max_records: int) -> tuple[Pairs, list[dict[str, object]]]:
+    """Every function with a body in source trees (the corpus extractor's; tests and vendored
+    folders skipped as it skips them), as sources to document: ids are `path:start-end`, the
+    targets their existing doc comments ("" where there is none). Also each function's place."""
+    from collections import Counter
+
+    from codebert.corpus.extract import read_source, walk
+    from codebert.corpus.functions import parse_functions
+    from codebert.corpus.languages import SPECS
+
+    out, where, reasons = Pairs([], [], []), [], Counter()
+    for path in paths:
+        for src in walk([path], tuple(languages) if languages else tuple(sorted(SPECS)), "top", reasons):
+            text, _ = read_source(src.path)
+            if text is None:
+                continue
+            functions, _ = parse_functions(text.encode("utf-8"), src.language)
+            for fn in functions:
+                if not fn.code_tokens or fn.is_stub:
+                    continue
+                out.ids.append(f"{src.path}:{fn.start_line}-{fn.end_line}")
+                out.sources.append(source_text(fn.code_tokens))
+                out.targets.append([" ".join(fn.docstring.split())])
+                where.append({"location": out.ids[-1], "name": fn.name, "language": src.language})
+                if max_records and len(out.ids) >= max_records:
+                    return out, where
+    if not out.ids:
+        raise UserError(f"{', '.join(map(str, paths))}: no function with a body found")
+    return out, where
+
+
 def read_codenn(path: Path, references: Path | None = None, max_records: int = 0) -> Pairs:
     """CodeNN lines: id, question id, title, code, label (tab-separated); `references`: id<TAB>title lines."""
     out = Pairs([], [], [])

@@ -26,7 +26,7 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from codebert.bleu import corpus_bleu, split_punctuation
-from codebert.code2nl.data import EncodedPairs, Pairs, Seq2SeqBatch, read_codenn, read_csn, wrap
+from codebert.code2nl.data import EncodedPairs, Pairs, Seq2SeqBatch, read_codenn, read_csn, read_tree, wrap
 from codebert.code2nl.decoding import generate
 from codebert.code2nl.model import DECODER_FILE, SPEC_FILE, Seq2Seq, Seq2SeqSpec, load_seq2seq, save_seq2seq, seq2seq_loss
 from codebert.config import option
@@ -49,7 +49,7 @@ class Code2nlFinetuneConfig(FinetuneConfig):
     model: str = option(help="pre-trained checkpoint whose encoder reads the code")
     data: Path = option(help="corpus folder (CodeSearchNet layout), or a CodeNN training file with --format codenn")
     out: Path = option(help="run folder: checkpoints, best/ (highest validation BLEU), final/")
-    format: Literal["csn", "codenn"] = option("csn", "data format")
+    format: Literal["csn", "codenn", "tree"] = option("csn", "data format (tree: any source tree, `code2nl generate` only)")
     valid_data: Path | None = option(None, "CodeNN validation file (--format codenn)")
     decoder_layers: int = option(6, "Transformer decoder layers (the paper: 6)")
     decoder_ffn: int = option(2048, "decoder feed-forward width (the reference: nn.TransformerDecoderLayer's default, 2048; "
@@ -193,9 +193,10 @@ def finetune_render(figures: dict[str, Any]) -> str:
 @dataclass
 class Code2nlEvaluateConfig:
     model: Path = option(help="fine-tuned code2nl folder (best/ of `code2nl finetune`)")
-    data: Path = option(help="corpus folder (CodeSearchNet layout), or a CodeNN file with --format codenn")
+    data: Path = option(help="corpus folder (CodeSearchNet layout), a CodeNN file with --format codenn, or source "
+                             "files and folders with --format tree (generate: a summary for every function)")
     out: Path = option(help="folder for predictions.txt, references.txt and results.json")
-    format: Literal["csn", "codenn"] = option("csn", "data format")
+    format: Literal["csn", "codenn", "tree"] = option("csn", "data format (tree: any source tree, `code2nl generate` only)")
     references: Path | None = option(None, "CodeNN references (id<TAB>title, several per id) for --format codenn")
     split: str = option("test", "split to generate for (csn)")
     language: list[str] = option([], "languages (csn; empty: all, each scored on its own)")
@@ -231,7 +232,13 @@ def evaluate_main(cfg: Code2nlEvaluateConfig, score: bool = True) -> dict[str, A
     tokenizer = load_tokenizer(cfg.model)
     model = load_seq2seq(cfg.model).eval()
     beam = cfg.beam_size or model.spec.beam_size
-    if cfg.format == "codenn":
+    places: list[dict[str, Any]] = []
+    if cfg.format == "tree":
+        if score:
+            raise UserError("--format tree: the functions of a source tree have no reference summaries to score; use `code2nl generate`")
+        pairs, places = read_tree([cfg.data], cfg.language, cfg.max_records)
+        groups = {"tree": pairs}
+    elif cfg.format == "codenn":
         groups = {"csharp": read_codenn(cfg.data, cfg.references, cfg.max_records)}
     else:
         languages = cfg.language or sorted({i.split("-")[0] for i in read_csn(cfg.data, cfg.split, [], 1).ids})
@@ -243,6 +250,8 @@ def evaluate_main(cfg: Code2nlEvaluateConfig, score: bool = True) -> dict[str, A
     for lang, pairs in groups.items():
         predictions = generate(model, tokenizer, pairs.sources, beam, cfg.batch_size, cfg.progress)
         written += predictions
+        if places:  # a source tree: each summary beside the function's place and its own doc comment
+            figures["summaries"] = [{**place, "summary": p, "docstring": t[0]} for place, p, t in zip(places, predictions, pairs.targets)]
         if score:
             figures[lang] = bleu_of(predictions, pairs)
             if len(pairs.ids) > 1:
@@ -274,6 +283,11 @@ def evaluate_main(cfg: Code2nlEvaluateConfig, score: bool = True) -> dict[str, A
 
 
 def evaluate_render(figures: dict[str, Any]) -> str:
+    if "summaries" in figures:
+        rows = [[s["location"], s["name"], s["summary"], s["docstring"][:60] or "-"] for s in figures["summaries"]]
+        return (format_table(["function", "name", "summary (generated)", "its doc comment"], rows)
+                + f"\n{figures['distinct_predictions']:,} distinct summaries for {figures['predictions']:,} functions; "
+                  "predictions.txt in the output folder")
     if "macro_bleu" not in figures:
         total = sum(figures[f"{lang}_examples"] for lang in figures["languages"])
         return f"{total} docs generated (beam {figures['beam']}): predictions.txt and references.txt in the output folder"
