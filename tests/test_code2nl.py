@@ -225,3 +225,22 @@ def test_generate_writes_a_summary_for_every_function_of_a_source_tree(c2n_run, 
     assert cli_main(["code2nl", "evaluate", "--model", str(out / "best"), "--data", str(SAMPLES), "--format", "tree",
                      "--out", str(tmp_path / "x")]) == 2
     assert "no reference summaries" in capsys.readouterr().err
+
+
+def test_the_ir_baseline_gives_each_function_its_nearest_training_summary(tmp_path):
+    from codebert.backbone import PACKAGED_MINILM
+    from codebert.code2nl.data import read_csn
+    from codebert.code2nl.retrieval import Code2nlBaselineConfig, main
+    from conftest import CORPUS
+
+    figures = main(load_config(Code2nlBaselineConfig, None, {"model": PACKAGED_MINILM, "data": str(CORPUS), "out": str(tmp_path),
+                                                             "max_records": "8", "progress": "false", "threads": "1"}))
+    train = read_csn(CORPUS, "train", ["python"], 0)
+    lines = (tmp_path / "predictions.txt").read_text().splitlines()
+    assert len(lines) == 8 == figures["python_examples"] and figures["python_train"] == len(train.ids)
+    assert all(line.split("\t", 1)[1] in {t[0] for t in train.targets} for line in lines)  # every one a training summary
+    assert 0 <= figures["python"] <= 100 and figures["macro_bleu"] == figures["python"]
+    # the nearest one: a training function documented by itself is given its own summary
+    same = main(load_config(Code2nlBaselineConfig, None, {"model": PACKAGED_MINILM, "data": str(CORPUS), "out": str(tmp_path / "t"),
+                                                          "split": "train", "max_records": "5", "progress": "false", "threads": "1"}))
+    assert same["python"] > 90

@@ -1,0 +1,98 @@
+"""`codebert code2nl baseline`: the paper's IR row of Tables 5 and 6, with our bi-encoder.
+
+Each test function is given the summary of the training function nearest to it (the paper's IR
+baseline: "retrieves the most similar code snippet in the training set and uses its summary"),
+nearness being the cosine of a code-search bi-encoder's vectors (ours fine-tuned, or MiniLM as it
+came). Scored as `code2nl evaluate` scores a model: smoothed BLEU-4 per language, the same
+predictions.txt / references.txt / results.json, the distinct-output count beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers.utils import logging as hf_logging
+
+from codebert.backbone import load_tokenizer, resolve
+from codebert.code2nl.data import read_csn
+from codebert.code2nl.stage import bleu_of, evaluate_render
+from codebert.config import option
+from codebert.errors import UserError
+from codebert.inputs import Layout, encode_texts
+from codebert.io import atomic_write
+from codebert.search.evaluate import zero_shot_spec
+from codebert.search.models import SearchSpec, load_bi_encoder
+from codebert.search.scorers import encode_all
+
+
+@dataclass
+class Code2nlBaselineConfig:
+    model: str = option(help="bi-encoder that finds the nearest training function (search finetune --mode bi's best/, or minilm)")
+    data: Path = option(help="corpus folder (CodeSearchNet layout)")
+    out: Path = option(help="folder for predictions.txt, references.txt and results.json")
+    language: list[str] = option([], "languages (empty: all, each scored on its own)")
+    split: str = option("test", "split to document")
+    max_records: int = option(0, "document at most this many records per language (0: all)")
+    max_train: int = option(0, "retrieve among at most this many training functions per language (0: all)")
+    batch_size: int = option(128, "inputs per forward pass")
+    label: str = option("IR (nearest training function's summary)", "row name in tables")
+    threads: int = option(0, "CPU threads for torch (0: torch's default)")
+    progress: bool = option(True, "show a progress bar")
+
+    def validate(self) -> list[str]:
+        problems = [] if self.data.is_dir() else [f"--data {self.data}: no such folder"]
+        if min(self.max_records, self.max_train, self.threads) < 0 or self.batch_size < 1:
+            problems.append("--max-records, --max-train, --threads: >= 0; --batch-size: >= 1")
+        return problems
+
+
+def main(cfg: Code2nlBaselineConfig) -> dict[str, Any]:
+    hf_logging.disable_progress_bar()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    spec = SearchSpec.read(resolve(cfg.model)) or zero_shot_spec(cfg.model)
+    if spec is None or spec.mode != "bi":
+        raise UserError(f"{cfg.model}: not a bi-encoder (search finetune --mode bi, or a sentence-transformers folder)")
+    tokenizer = load_tokenizer(cfg.model)
+    layout = Layout.of(tokenizer)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_bi_encoder(cfg.model, spec.pooling).to(device).eval()
+    languages = cfg.language or sorted({i.split("-")[0] for i in read_csn(cfg.data, cfg.split, [], 1).ids})
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, Any] = {"model": cfg.model, "label": cfg.label, "languages": languages, "kind": "ir"}
+    pred_lines, ref_lines, written, started = [], [], [], time.perf_counter()
+
+    def vectors(texts: list[str]) -> np.ndarray:
+        return encode_all(model, encode_texts(tokenizer, texts), spec.max_length, cfg.batch_size, device, layout).numpy()
+
+    for lang in languages:
+        train = read_csn(cfg.data, "train", [lang], cfg.max_train)
+        test = read_csn(cfg.data, cfg.split, [lang], cfg.max_records)
+        train_vectors, test_vectors = vectors(train.sources), vectors(test.sources)
+        nearest = np.concatenate([np.argmax(block @ train_vectors.T, axis=1) for block in np.array_split(test_vectors, max(1, len(test_vectors) // 512))])
+        predictions = [train.targets[j][0] for j in nearest]
+        figures[lang] = bleu_of(predictions, test)
+        figures[f"{lang}_examples"] = len(test.ids)
+        figures[f"{lang}_train"] = len(train.ids)
+        written += predictions
+        pred_lines += [f"{i}\t{p}\n" for i, p in zip(test.ids, predictions)]
+        ref_lines += [f"{i}\t{t}\n" for i, targets in zip(test.ids, test.targets) for t in targets]
+    figures["macro_bleu"] = float(np.mean([figures[lang] for lang in languages]))
+    figures["distinct_predictions"], figures["predictions"] = len(set(written)), len(written)
+    figures["seconds"] = time.perf_counter() - started
+    for name, lines in (("predictions.txt", pred_lines), ("references.txt", ref_lines)):
+        with atomic_write(cfg.out / name) as f:
+            f.writelines(lines)
+    with atomic_write(cfg.out / "results.json") as f:
+        f.write(json.dumps(figures, indent=2) + "\n")
+    return figures
+
+
+def render(figures: dict[str, Any]) -> str:
+    return evaluate_render(figures)
