@@ -230,7 +230,7 @@ def test_generate_writes_a_summary_for_every_function_of_a_source_tree(c2n_run, 
 def test_the_ir_baseline_gives_each_function_its_nearest_training_summary(tmp_path):
     from codebert.backbone import PACKAGED_MINILM
     from codebert.code2nl.data import read_csn
-    from codebert.code2nl.retrieval import Code2nlBaselineConfig, main
+    from codebert.experiments.ir_baseline import Code2nlBaselineConfig, main
     from conftest import CORPUS
 
     figures = main(load_config(Code2nlBaselineConfig, None, {"model": PACKAGED_MINILM, "data": str(CORPUS), "out": str(tmp_path),

@@ -52,7 +52,7 @@ STAGES = [
     Stage(("code2nl", "finetune"), "codebert.code2nl.stage", "Code2nlFinetuneConfig", "fine-tune code-to-documentation generation (encoder + Transformer decoder)", "code2nl", main="finetune_main", render="finetune_render"),
     Stage(("code2nl", "generate"), "codebert.code2nl.stage", "Code2nlEvaluateConfig", "write docs for code with beam search", main="generate_main", render="evaluate_render"),
     Stage(("code2nl", "evaluate"), "codebert.code2nl.stage", "Code2nlEvaluateConfig", "generate docs and score them with smoothed BLEU-4 per language", main="evaluate_main", render="evaluate_render"),
-    Stage(("code2nl", "baseline"), "codebert.code2nl.retrieval", "Code2nlBaselineConfig", "the paper's IR row: each function given its nearest training function's summary (by a bi-encoder), scored like a model"),
+    Stage(("code2nl", "baseline"), "codebert.experiments.ir_baseline", "Code2nlBaselineConfig", "the paper's IR row: each function given its nearest training function's summary (by a bi-encoder), scored like a model"),
     Stage(("bleu",), "codebert.bleu", "BleuConfig", "smoothed BLEU-4 of predictions against references, as the paper's evaluator computes it"),
     Stage(("index",), "codebert.tool.index", "IndexConfig", "index the functions of source trees for semantic search (FAISS + SQLite, incremental)"),
     Stage(("query",), "codebert.tool.query", "QueryConfig", "search an index in plain English", main="query_main", render="query_render"),

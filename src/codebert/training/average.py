@@ -21,7 +21,6 @@ from typing import Any
 
 from codebert.config import option
 from codebert.errors import UserError
-from codebert.tables import format_table
 
 SKIPPED = {"training_state.pt", "README.md", "model_card.json"}  # not the mean's: state of one step, a card of another model
 
@@ -90,5 +89,5 @@ def main(cfg: AverageConfig) -> dict[str, Any]:
 
 
 def render(figures: dict[str, Any]) -> str:
-    return format_table(["figure", "value"], [["checkpoints averaged", figures["checkpoints"]], ["weight files", ", ".join(figures["files"])],
-                                              ["tensors", figures["tensors"]]]) + f"\naveraged model in {figures['out']}"
+    return (f"{figures['checkpoints']} checkpoints averaged ({', '.join(figures['files'])}, {figures['tensors']} tensors); "
+            f"averaged model in {figures['out']}")

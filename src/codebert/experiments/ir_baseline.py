@@ -1,5 +1,8 @@
 """`codebert code2nl baseline`: the paper's IR row of Tables 5 and 6, with our bi-encoder.
 
+It joins two tasks (code-to-doc's data and scoring, code search's bi-encoder), so it lives here
+with the other experiments rather than inside either.
+
 Each test function is given the summary of the training function nearest to it (the paper's IR
 baseline: "retrieves the most similar code snippet in the training set and uses its summary"),
 nearness being the cosine of a code-search bi-encoder's vectors (ours fine-tuned, or MiniLM as it
