@@ -8,6 +8,7 @@ targets are wrapped in the tokenizer's single layout (`<s> text </s>`, `[CLS] te
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +58,7 @@ def read_tree(paths: list[Path], languages: list[str], max_records: int) -> tupl
     """Every function with a body in source trees (the corpus extractor's; tests and vendored
     folders skipped as it skips them), as sources to document: ids are `path:start-end`, the
     targets their existing doc comments ("" where there is none). Also each function's place."""
-    from collections import Counter
-
+    # Imported here: tree-sitter and the grammars only for a source tree (csn and CodeNN files need none).
     from codebert.corpus.extract import read_source, walk
     from codebert.corpus.functions import parse_functions
     from codebert.corpus.languages import SPECS

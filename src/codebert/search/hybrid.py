@@ -14,6 +14,7 @@ into the model folder's search_model.json (`ranking`, `fusion`, `lexical_weight`
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -154,8 +155,6 @@ def main(cfg: SearchHybridConfig) -> dict[str, Any]:
                "saved": cfg.save, "seconds": time.perf_counter() - started,
                "protocol": {"group_size": cfg.group_size, "max_groups": cfg.max_groups, "split": cfg.split}}
     if cfg.out is not None:
-        import json
-
         with atomic_write(cfg.out) as f:
             f.write(json.dumps(figures, indent=2) + "\n")
     return figures

@@ -174,6 +174,7 @@ def index_once(cfg: IndexConfig) -> dict[str, Any]:
                     "store": cfg.store, **({"milvus": milvus} if milvus else {})}
     _switch_generation(out, g, new_manifest)
     if milvus:
+        # Imported here: pymilvus only for an index in Milvus.
         from codebert.tool import milvus_store
 
         milvus_store.drop_others(milvus["uri"], milvus["prefix"], milvus["collection"])
@@ -356,6 +357,7 @@ def _write_vectors(out: Path, g: int, vectors: np.ndarray, ids: np.ndarray, exac
 def _write_milvus(cfg: IndexConfig, out: Path, g: int, vectors: np.ndarray, ids: np.ndarray,
                   manifest: dict[str, Any] | None) -> dict[str, str]:
     """Generation g's vectors and ids on disk (what the next update merges from) and in a new Milvus collection."""
+    # Imported here: pymilvus only for an index in Milvus.
     from codebert.tool import milvus_store
 
     np.save(out / f"vectors-{g}.npy", vectors)

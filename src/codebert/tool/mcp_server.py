@@ -29,6 +29,11 @@ from pydantic import Field  # the tools' argument schemas (the SDK reads them fr
 
 from codebert.config import option
 from codebert.errors import UserError
+from codebert.tool.filters import PathFilter
+from codebert.tool.query import chosen_ranking
+from codebert.tool.query_encoder import open_encoder
+from codebert.tool.results import location, result
+from codebert.tool.store import RANKINGS, IndexStore, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +62,12 @@ class CodeSearch:
     """What the tools do, apart from the protocol: an index, its encoder, and a reload on a new generation."""
 
     def __init__(self, folder: Path, threads: int = 0):
-        from codebert.tool.query_encoder import open_encoder
-        from codebert.tool.store import IndexStore
-
         self.folder = folder
         self.store = IndexStore(folder)  # a folder that is no index, or a damaged one, fails here in one line
         self.encoder = open_encoder(folder, self.store.manifest["model"], threads, "auto")
         self.lock = threading.Lock()
 
     def current(self):
-        from codebert.tool.store import IndexStore, read_manifest
-
         with self.lock:
             manifest = read_manifest(self.folder)
             if manifest is not None and manifest["generation"] != self.store.manifest["generation"]:
@@ -75,11 +75,6 @@ class CodeSearch:
             return self.store
 
     def search(self, query: str, k: int, language: str | None, path: list[str], exclude: list[str], ranking: str) -> dict[str, Any]:
-        from codebert.tool.filters import PathFilter
-        from codebert.tool.query import chosen_ranking
-        from codebert.tool.results import result
-        from codebert.tool.store import RANKINGS
-
         if not query.strip():
             raise UserError("query: empty")
         if len(query) > MAX_QUERY:
@@ -98,8 +93,6 @@ class CodeSearch:
         return {"query": query, "ranking": how.as_dict(), "results": [result(r) for r in rows]}
 
     def function(self, ref: str) -> dict[str, Any]:
-        from codebert.tool.results import location
-
         store = self.current()
         ref = ref.strip()
         if ref.isdigit():
@@ -126,6 +119,7 @@ class CodeSearch:
 
 def build_server(search: CodeSearch):
     """The MCP server with its two tools over `search`."""
+    # Imported here: the SDK only when the server is built (`codebert mcp --help` stays instant).
     from mcp.server import MCPServer
     from mcp.server.mcpserver.exceptions import ToolError
 

@@ -64,6 +64,7 @@ def client(uri: str):
 def write_generation(uri: str, name: str, vectors: np.ndarray, ids: np.ndarray, languages: list[str], paths: list[str],
                      exact_limit: int) -> None:
     """A new collection `name` holding the vectors with their language and path, indexed and loaded."""
+    # Imported here: pymilvus only for an index that uses Milvus.
     from pymilvus import DataType
 
     milvus = client(uri)

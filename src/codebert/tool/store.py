@@ -23,6 +23,7 @@ for a model without one, ZERO_SHOT_RANKING.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import sqlite3
 from dataclasses import asdict, dataclass
@@ -111,8 +112,6 @@ def file_checksums(folder: Path, g: int, store: str = "local") -> dict[str, str]
 
 
 def _sha256(path: Path) -> str:
-    import hashlib
-
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 

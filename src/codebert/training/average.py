@@ -42,6 +42,7 @@ class AverageConfig:
 def average_tensors(states: list[dict[str, Any]]) -> dict[str, Any]:
     """The element-wise mean of state dicts with the same keys and shapes (float tensors, in float64
     then cast back; other tensors from the last state)."""
+    # Imported here: torch only when averaging (`average --help` stays instant).
     import torch
 
     keys = set(states[0])
@@ -61,6 +62,7 @@ def average_tensors(states: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(cfg: AverageConfig) -> dict[str, Any]:
+    # Imported here: torch (under safetensors.torch) only when averaging.
     from safetensors.torch import load_file, save_file
 
     last = cfg.checkpoints[-1]
