@@ -397,8 +397,12 @@ def test_the_symmetric_loss_adds_the_code_to_query_direction():
 
 def test_recipe_options_train_a_bi_encoder(tmp_path, tiny_model_dir):
     figures = finetune.main(search_config(tiny_model_dir, tmp_path / "run", mode="bi", max_steps="4",
-                                          symmetric_loss="true", language_batches="true"))
+                                          symmetric_loss="true", language_batches="true", choose_ranking="true"))
     assert figures["step"] == 4
+    # the fusion with BM25 chosen on valid travels with the model: `codebert index` ranks that way
+    spec = models.SearchSpec.read(tmp_path / "run" / "best")
+    assert figures["ranking"] and spec.ranking in ("dense", "lexical", "hybrid")
+    assert (spec.ranking == "dense") == (figures["ranking"] == "dense")
     with pytest.raises(UserError, match="--symmetric-loss: only for --mode bi"):
         search_config(tiny_model_dir, tmp_path / "x", mode="cross", symmetric_loss="true")
 

@@ -177,7 +177,7 @@ def main(cfg: QuickstartConfig) -> dict[str, Any]:
     from codebert.search import finetune as search_finetune
     from codebert.search import hybrid as search_hybrid
 
-    flags = {"model": start_from, "data": str(data), "out": str(cfg.out / "search"), "mode": "bi",
+    flags = {"model": start_from, "data": str(data), "out": str(cfg.out / "search"), "mode": "bi", "choose_ranking": False,
              "max_steps": cfg.search_steps, "max_minutes": cfg.search_minutes, "progress": cfg.progress, "resume": "auto",
              "threads": cfg.threads}
     preset = read_preset("quickstart", "search" if init is None else "init_search")

@@ -478,7 +478,7 @@ def _search(cfg: ReproduceConfig, budget: Budget, variant: Variant, model: str, 
     from codebert.search import evaluate, finetune
 
     flags = {"model": model, "data": str(cfg.data), "out": str(run), "mode": budget.search_mode, "language": languages,
-             "resume": "auto", **common}
+             "resume": "auto", "choose_ranking": False, **common}  # the hybrid twins (_hybrid) choose the fusion themselves
     tuned = finetune.main(_stage_config(finetune.SearchFinetuneConfig, cfg.scale, "search", flags))
     if int(os.environ.get("RANK", "0")) != 0:
         return tuned

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Any
@@ -29,10 +30,12 @@ from codebert.errors import UserError
 from codebert.inputs import encode_texts
 from codebert.tables import numeric_table
 from codebert.search.data import ClassificationPairs, GROUP_SIZE, SearchExamples, balanced_pairs, evaluation_groups, load_examples
+from codebert.search import hybrid
 from codebert.search.bm25 import bm25_index, bm25_tokens
 from codebert.search.metrics import gold_ranks, mean_reciprocal_rank
 from codebert.search.scorers import encode_all
 from codebert.search.models import (
+    SEARCH_FILE,
     Mode, Pooling, SearchSpec, cross_inputs, cross_layout, info_nce, load_bi_encoder, load_cross_encoder, save_bi_encoder, single_inputs,
 )
 from codebert.backbone import load_config, load_tokenizer, max_tokens
@@ -66,6 +69,8 @@ class SearchFinetuneConfig(FinetuneConfig):
     symmetric_loss: bool = option(False, "bi: also the code -> query direction of the contrastive loss (the mean of both)")
     language_batches: bool = option(False, "bi: every batch from one language (the test's distractors share the query's "
                                     "language), languages in proportion to their examples")
+    choose_ranking: bool = option(True, "bi: after training, choose on the valid split how best/'s scores are fused with BM25 "
+                                        "(`codebert search hybrid --save`): `codebert index` then ranks that way")
     eval_batch_size: int = option(128, "inputs per forward pass at validation")
     best_metric: str = option("", "metric that picks best/ (empty: acc for cross, mrr for bi)")
 
@@ -170,6 +175,15 @@ def collate_bi(corpus: BiCorpus, indices, max_length: int) -> BiBatch:
         codes += [corpus.tokens.codes[corpus.hard[i]] for i in indices]
     c_ids, c_mask = single_inputs(codes, max_length, corpus.layout)
     return BiBatch(q_ids, q_mask, c_ids, c_mask)
+
+
+def choose_ranking(cfg: SearchFinetuneConfig) -> dict[str, Any]:
+    """`search hybrid --save` on best/: the fusion with BM25 chosen on the valid split, in groups of up to
+    1,000 (the smallest language's valid split where it has fewer)."""
+    sizes = Counter(load_examples(cfg.data, "valid", cfg.language).languages)
+    return hybrid.main(hybrid.SearchHybridConfig(model=str(cfg.out / "best"), data=cfg.data, language=list(cfg.language),
+                                                 group_size=min(1000, *sizes.values()), save=True, progress=False,
+                                                 threads=cfg.threads, batch_size=cfg.eval_batch_size))
 
 
 def cached_mined_negatives(cfg: SearchFinetuneConfig, model, tokens: TokenisedExamples, languages: list[str], spec: SearchSpec, device,
@@ -340,6 +354,8 @@ def main(cfg: SearchFinetuneConfig) -> dict[str, Any]:
     figures = stage.fit(model, loss_fn, corpus, collate_fn, cfg.max_length, save_model, load_model=load_model,
                         evaluate=evaluate, best_metric=best, groups=batch_groups)
     figures.update(out=str(cfg.out / "best"), mode=cfg.mode)
+    if stage.dist.main and cfg.mode == "bi" and cfg.choose_ranking and (cfg.out / "best" / SEARCH_FILE).is_file():
+        figures["ranking"] = choose_ranking(cfg)["chosen"]["name"]
     if stage.dist.main:
         valid = {f"best {best} (valid, each language's capped pairs as one group)" if best == "mrr" else f"best {best} (valid)":
                  figures[f"best_valid_{best}"]} if f"best_valid_{best}" in figures else {}
