@@ -290,13 +290,14 @@ class IndexStore:
         depth = max(k, HYBRID_DEPTH)
         allowed = self.allowed_ids(paths)
         dense = self._dense_hits(vectors, depth, languages, allowed) if ranking.ranking == "hybrid" else None
+        floors = self._dense_floors(vectors, languages, allowed) if dense is not None else None
         hits = []
         for row, (text, language) in enumerate(zip(texts, languages)):
             found = self.lexical_hits(text, depth, language, allowed)
             if dense is None:
                 hits.append([(i, s, {"lexical_score": s}) for i, s in found[:k]])
             else:
-                hits.append(self._fused(vectors[row], dense[row], found, language, ranking, allowed)[:k])
+                hits.append(self._fused(vectors[row], dense[row], found, ranking, floors[row])[:k])
         return self._attach(hits)
 
     def _check_languages(self, languages: list[str | None]) -> None:
@@ -395,8 +396,8 @@ class IndexStore:
         params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(128, faiss.downcast_index(self.faiss.index).hnsw.efSearch))
         return params, selector
 
-    def _fused(self, vector: np.ndarray, dense: list[tuple[int, float]], found: list[tuple[int, float]], language: str | None,
-               ranking: Ranking, allowed: np.ndarray | None = None) -> list[tuple[int, float, dict[str, float]]]:
+    def _fused(self, vector: np.ndarray, dense: list[tuple[int, float]], found: list[tuple[int, float]], ranking: Ranking,
+               floor: float | None) -> list[tuple[int, float, dict[str, float]]]:
         cosine, bm25 = dict(dense), dict(found)
         ids = list(dict.fromkeys([i for i, _ in dense] + [i for i, _ in found]))
         for i in ids:
@@ -404,7 +405,7 @@ class IndexStore:
                 cosine[i] = float(self._vector_of(i) @ vector)
         if not ids:
             return []
-        floor = self._dense_floor(vector, language, min(cosine.values()), allowed)
+        floor = min(cosine.values()) if floor is None else floor
         # One extra candidate at the floor of both rankers: min-max then spans what a group's would.
         d = np.array([cosine[i] for i in ids] + [floor])[None]
         b = np.array([bm25.get(i, 0.0) for i in ids] + [0.0])[None]
@@ -412,14 +413,21 @@ class IndexStore:
         order = np.argsort(-fused, kind="stable")
         return [(ids[j], float(fused[j]), {"vector_score": cosine[ids[j]], "lexical_score": bm25.get(ids[j], 0.0)}) for j in order]
 
-    def _dense_floor(self, vector: np.ndarray, language: str | None, candidates_floor: float, allowed: np.ndarray | None = None) -> float:
-        """The lowest cosine of the query over the rows searched (exact search); HNSW and Milvus: over the candidates."""
+    def _dense_floors(self, vectors: np.ndarray, languages: list[str | None], allowed: np.ndarray | None) -> list[float | None]:
+        """Each query's lowest cosine over the rows it searches, one matrix product per language present
+        (exact search); None (the lowest among its candidates) for HNSW and Milvus, which see no more."""
+        floors: list[float | None] = [None] * len(vectors)
         if self.manifest.get("search") == "hnsw" or self.milvus is not None:
-            return candidates_floor
-        vectors, ids, slices = self.exact
-        rows = slice(0, len(ids)) if language is None else slices.get(language, slice(0, 0))
-        block = vectors[rows] if allowed is None else vectors[rows][np.isin(ids[rows], allowed)]
-        return float((block @ vector).min()) if len(block) else candidates_floor
+            return floors
+        matrix, ids, slices = self.exact
+        for language in set(languages):
+            rows = [i for i, lang in enumerate(languages) if lang == language]
+            span = slice(0, len(ids)) if language is None else slices.get(language, slice(0, 0))
+            block = matrix[span] if allowed is None else matrix[span][np.isin(ids[span], allowed)]
+            if len(block):
+                for row, low in zip(rows, (vectors[rows] @ block.T).min(axis=1)):
+                    floors[row] = float(low)
+        return floors
 
     @functools.cached_property
     def _rows_by_id(self) -> dict[int, int]:
