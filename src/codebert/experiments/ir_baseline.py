@@ -22,16 +22,11 @@ import numpy as np
 import torch
 from transformers.utils import logging as hf_logging
 
-from codebert.backbone import load_tokenizer, resolve
 from codebert.code2nl.data import read_csn
 from codebert.code2nl.stage import bleu_of, evaluate_render
 from codebert.config import option
-from codebert.errors import UserError
-from codebert.inputs import Layout, encode_texts
 from codebert.io import atomic_write
-from codebert.search.evaluate import zero_shot_spec
-from codebert.search.models import SearchSpec, load_bi_encoder
-from codebert.search.scorers import encode_all
+from codebert.search.evaluate import BiEncoder
 
 
 @dataclass
@@ -59,25 +54,17 @@ def main(cfg: Code2nlBaselineConfig) -> dict[str, Any]:
     hf_logging.disable_progress_bar()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    spec = SearchSpec.read(resolve(cfg.model)) or zero_shot_spec(cfg.model)
-    if spec is None or spec.mode != "bi":
-        raise UserError(f"{cfg.model}: not a bi-encoder (search finetune --mode bi, or a sentence-transformers folder)")
-    tokenizer = load_tokenizer(cfg.model)
-    layout = Layout.of(tokenizer)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_bi_encoder(cfg.model, spec.pooling).to(device).eval()
+    encoder = BiEncoder.open(cfg.model)
     languages = cfg.language or sorted({i.split("-")[0] for i in read_csn(cfg.data, cfg.split, [], 1).ids})
     cfg.out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, Any] = {"model": cfg.model, "label": cfg.label, "languages": languages, "kind": "ir"}
     pred_lines, ref_lines, written, started = [], [], [], time.perf_counter()
 
-    def vectors(texts: list[str]) -> np.ndarray:
-        return encode_all(model, encode_texts(tokenizer, texts), spec.max_length, cfg.batch_size, device, layout).numpy()
-
     for lang in languages:
         train = read_csn(cfg.data, "train", [lang], cfg.max_train)
         test = read_csn(cfg.data, cfg.split, [lang], cfg.max_records)
-        train_vectors, test_vectors = vectors(train.sources), vectors(test.sources)
+        train_vectors = encoder.vectors(train.sources, encoder.spec.max_length, cfg.batch_size)
+        test_vectors = encoder.vectors(test.sources, encoder.spec.max_length, cfg.batch_size)
         nearest = np.concatenate([np.argmax(block @ train_vectors.T, axis=1) for block in np.array_split(test_vectors, max(1, len(test_vectors) // 512))])
         predictions = [train.targets[j][0] for j in nearest]
         figures[lang] = bleu_of(predictions, test)

@@ -93,6 +93,30 @@ def zero_shot_spec(model: str) -> SearchSpec | None:
     return SearchSpec(mode="bi", pooling=pooling_of(folder))
 
 
+@dataclass
+class BiEncoder:
+    """A bi-encoder opened to rank with (ours or a sentence-transformers folder), and its text vectors."""
+
+    spec: SearchSpec
+    tokenizer: Any
+    layout: Layout
+    device: torch.device
+    model: Any
+
+    @staticmethod
+    def open(model: str) -> BiEncoder:
+        spec = SearchSpec.read(resolve(model)) or zero_shot_spec(model)
+        if spec is None or spec.mode != "bi":
+            raise UserError(f"{model}: not a bi-encoder (search finetune --mode bi, or a sentence-transformers folder)")
+        tokenizer = load_tokenizer(model)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return BiEncoder(spec, tokenizer, Layout.of(tokenizer), device, load_bi_encoder(model, spec.pooling).to(device).eval())
+
+    def vectors(self, texts: list[str], max_length: int, batch_size: int) -> np.ndarray:
+        """Unit vectors of texts (queries: the spec's query_length; code: its max_length)."""
+        return encode_all(self.model, encode_texts(self.tokenizer, texts), max_length, batch_size, self.device, self.layout).numpy()
+
+
 def main(cfg: SearchEvaluateConfig) -> dict[str, Any]:
     hf_logging.disable_progress_bar()
     if cfg.threads:
@@ -135,8 +159,8 @@ def main(cfg: SearchEvaluateConfig) -> dict[str, Any]:
             if cfg.ranking == "lexical":
                 scorer = FtsScorer(examples)
             else:
-                q = encode_all(model, encode_texts(tokenizer, examples.queries), spec.query_length, cfg.batch_size, device, layout).numpy()
-                c = encode_all(model, encode_texts(tokenizer, examples.codes), spec.max_length, cfg.batch_size, device, layout).numpy()
+                bi = BiEncoder(spec, tokenizer, layout, device, model)
+                q, c = bi.vectors(examples.queries, spec.query_length, cfg.batch_size), bi.vectors(examples.codes, spec.max_length, cfg.batch_size)
                 scorer = VectorScorer(q, c)
                 if cfg.ranking == "hybrid":
                     scorer = FusedScorer(scorer, FtsScorer(examples), cfg.fusion, cfg.lexical_weight)

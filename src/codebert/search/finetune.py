@@ -239,8 +239,11 @@ def mined_hard_negatives(model, tokens: TokenisedExamples, languages: list[str],
             rows = members[start : start + chunk]
             scores = queries[rows] @ block.T  # (rows, language's codes)
             scores[scores > (own[rows] - margin)[:, None]] = -np.inf  # the query's own code and anything as close
+            # The 8 best of each row (argpartition, then those 8 in order): not a sort of the whole language per query.
+            best = np.argpartition(-scores, min(8, scores.shape[1]) - 1, axis=1)[:, :8]
+            best = np.take_along_axis(best, np.argsort(-np.take_along_axis(scores, best, axis=1), axis=1, kind="stable"), axis=1)
             for r, i in enumerate(rows):
-                for j in np.argsort(-scores[r], kind="stable")[:8]:
+                for j in best[r]:
                     if np.isfinite(scores[r, j]) and not np.array_equal(tokens.codes[members[j]], tokens.codes[i]):
                         hard[i] = members[j]
                         break

@@ -25,17 +25,16 @@ import numpy as np
 import torch
 from transformers.utils import logging as hf_logging
 
-from codebert.backbone import load_tokenizer, resolve
+from codebert.backbone import resolve
 from codebert.config import option
 from codebert.errors import UserError
-from codebert.inputs import Layout, encode_texts
 from codebert.io import atomic_write
 from codebert.search.lexical import FtsScorer
 from codebert.search.data import GROUP_SIZE, languages_of, load_examples, short_queries
-from codebert.search.evaluate import zero_shot_spec
+from codebert.search.evaluate import BiEncoder
 from codebert.search.fusion import FusedScorer
-from codebert.search.models import SearchSpec, load_bi_encoder
-from codebert.search.scorers import VectorScorer, encode_all, group_mrr, groups_for
+from codebert.search.models import SearchSpec
+from codebert.search.scorers import VectorScorer, group_mrr, groups_for
 from codebert.tables import format_table
 
 log = logging.getLogger(__name__)
@@ -115,26 +114,21 @@ def main(cfg: SearchHybridConfig) -> dict[str, Any]:
     hf_logging.disable_progress_bar()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    spec = SearchSpec.read(resolve(cfg.model)) or zero_shot_spec(cfg.model)
-    if spec is None or spec.mode != "bi":
-        raise UserError(f"{cfg.model}: not a bi-encoder (search finetune --mode bi, or a sentence-transformers folder)")
+    encoder = BiEncoder.open(cfg.model)
+    spec = encoder.spec
     if cfg.save and SearchSpec.read(resolve(cfg.model)) is None:
         raise UserError(f"--save: {cfg.model} has no search_model.json to write the choice into (a fine-tuned model's folder has)")
-    tokenizer = load_tokenizer(cfg.model)
-    layout = Layout.of(tokenizer)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_bi_encoder(cfg.model, spec.pooling).to(device).eval()
     rows = candidates(cfg.weights)
     started = time.perf_counter()
     languages = languages_of(cfg.language, cfg.data)
     for lang in languages:
         examples = load_examples(cfg.data, cfg.split, [lang])
         groups = groups_for(len(examples), cfg.group_size, cfg.max_groups)
-        codes = encode_all(model, encode_texts(tokenizer, examples.codes), spec.max_length, cfg.batch_size, device, layout).numpy()
+        codes = encoder.vectors(examples.codes, spec.max_length, cfg.batch_size)
         for words in cfg.query_words:
             asked = examples.subset(range(len(examples)))
             asked.queries = short_queries(examples.queries, words)
-            queries = encode_all(model, encode_texts(tokenizer, asked.queries), spec.query_length, cfg.batch_size, device, layout).numpy()
+            queries = encoder.vectors(asked.queries, spec.query_length, cfg.batch_size)
             dense, lexical = _Cached(VectorScorer(queries, codes)), _Cached(FtsScorer(asked))
             for row in rows:
                 scorer = {"dense": dense, "lexical": lexical}.get(row.ranking) or FusedScorer(dense, lexical, row.fusion, row.lexical_weight)

@@ -223,8 +223,8 @@ def _intact(out: Path, manifest: dict[str, Any]) -> bool:
             db.close()
         if verdict != "ok":
             raise damaged(out / f"meta-{g}.sqlite", ValueError(verdict))
-        for kind in ("vectors", "ids"):
-            load_array(out / f"{kind}-{g}.npy")
+        for kind in ("vectors", "ids"):  # header and size only: _merge_vectors reads them
+            load_array(out / f"{kind}-{g}.npy", mmap=True)
     except (UserError, sqlite3.DatabaseError) as exc:
         log.warning("%s: rebuilding the index from the sources", exc)
         return False

@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import hashlib
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -123,6 +122,3 @@ class MilvusSearch:
     def vectors_of(self, ids: list[int]) -> dict[int, np.ndarray]:
         rows = client(self.uri).query(self.name, ids=[int(i) for i in ids], output_fields=["vector"])
         return {int(r["id"]): np.asarray(r["vector"], dtype=np.float32) for r in rows}
-
-    def stats(self) -> dict[str, Any]:
-        return {"uri": self.uri, "collection": self.name}

@@ -247,15 +247,20 @@ class IndexStore:
         """HNSW search parameters that admit only `language`'s functions (one id set per language,
         made once): the filter runs inside the search, so a rare language costs what any search
         costs. (An exact index filters by slicing its language-grouped rows instead.)"""
+        if language not in self._selectors:
+            self._selectors[language] = self._selecting(self._language_ids(language))
+        return self._selectors[language][1]
+
+    def _language_ids(self, language: str) -> np.ndarray:
+        return np.array([r[0] for r in self.db.execute("SELECT id FROM functions WHERE language = ?", (language,))], dtype=np.int64)
+
+    def _selecting(self, ids: np.ndarray):
+        """(FAISS id selector, HNSW search parameters admitting only `ids`): the selector must outlive its parameters."""
         # Imported here: faiss only for HNSW (exact search is a numpy product; `codebert query` stays lean).
         import faiss
 
-        if language not in self._selectors:
-            ids = np.array([r[0] for r in self.db.execute("SELECT id FROM functions WHERE language = ?", (language,))], dtype=np.int64)
-            selector = faiss.IDSelectorBatch(ids)
-            params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(128, faiss.downcast_index(self.faiss.index).hnsw.efSearch))
-            self._selectors[language] = (selector, params)  # the selector must outlive its parameters
-        return self._selectors[language][1]
+        selector = faiss.IDSelectorBatch(ids.astype(np.int64))
+        return selector, faiss.SearchParametersHNSW(sel=selector, efSearch=max(128, faiss.downcast_index(self.faiss.index).hnsw.efSearch))
 
     def search(self, vector: np.ndarray, k: int, language: str | None = None) -> list[dict[str, Any]]:
         """Top-k functions by cosine similarity, optionally of one language only."""
@@ -386,14 +391,7 @@ class IndexStore:
 
     def _admitting(self, allowed: np.ndarray, language: str | None):
         """HNSW search parameters that admit only `allowed` (and `language`'s) functions; with the selector they need."""
-        # Imported here: faiss only for HNSW (exact search is a numpy product; `codebert query` stays lean).
-        import faiss
-
-        ids = allowed
-        if language is not None:
-            ids = np.intersect1d(ids, np.array([r[0] for r in self.db.execute("SELECT id FROM functions WHERE language = ?", (language,))], dtype=np.int64))
-        selector = faiss.IDSelectorBatch(ids.astype(np.int64))
-        params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(128, faiss.downcast_index(self.faiss.index).hnsw.efSearch))
+        selector, params = self._selecting(allowed if language is None else np.intersect1d(allowed, self._language_ids(language)))
         return params, selector
 
     def _fused(self, vector: np.ndarray, dense: list[tuple[int, float]], found: list[tuple[int, float]], ranking: Ranking,
@@ -457,10 +455,11 @@ class IndexStore:
                 "per_language": per_language, "roots": self.manifest.get("roots", [])}
 
 
-def load_array(path: Path) -> np.ndarray:
-    """np.load, a damaged file (cut short, overwritten) as one UserError line."""
+def load_array(path: Path, mmap: bool = False) -> np.ndarray:
+    """np.load (`mmap`: memory-mapped, which checks the header and the size without reading the data),
+    a damaged file (cut short, overwritten) as one UserError line."""
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except (ValueError, OSError, EOFError) as exc:
         raise damaged(path, exc) from None
 
