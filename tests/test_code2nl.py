@@ -82,9 +82,10 @@ def test_beam_search_finds_at_least_the_greedy_score(c2n_run):
     assert greedy == prefix[1:]
 
 
-def random_seq2seq(tiny_model_dir, seed=0):
+def random_seq2seq(tiny_model_dir, seed=0, copy=False):
     torch.manual_seed(seed)
-    return load_seq2seq(tiny_model_dir, Seq2SeqSpec(decoder_layers=2), dropout=0.0).eval()
+    spec = Seq2SeqSpec(decoder_layers=2, copy=copy, copy_exclude=[0, 1, 2] if copy else [])
+    return load_seq2seq(tiny_model_dir, spec, dropout=0.0).eval()
 
 
 def check_cached_decoder(model, device: torch.device, tolerance: float) -> None:
@@ -103,19 +104,56 @@ def check_cached_decoder(model, device: torch.device, tolerance: float) -> None:
     ids, mask, targets = ids.to(device), mask.to(device), targets.to(device)
     with torch.no_grad():
         memory = model.encode(ids, mask)
-        full = model.decode(memory, mask, targets)
-        decoder = IncrementalDecoder(model, memory, mask)
+        full = model.decode(memory, mask, targets, ids)
+        decoder = IncrementalDecoder(model, memory, mask, ids)
         for t in range(targets.shape[1]):
             torch.testing.assert_close(decoder.step(targets[:, t]), full[:, t], atol=tolerance, rtol=tolerance)
         # re-ordered and repeated rows carry their own caches
         decoder.select(torch.tensor([2, 2, 0], device=device))
         again = torch.cat([targets[[2, 2, 0]], torch.tensor([[7], [8], [9]], device=device)], dim=1)
-        expected = model.decode(memory[[2, 2, 0]], mask[[2, 2, 0]], again)[:, -1]
+        expected = model.decode(memory[[2, 2, 0]], mask[[2, 2, 0]], again, ids[[2, 2, 0]])[:, -1]
         torch.testing.assert_close(decoder.step(again[:, -1]), expected, atol=tolerance, rtol=tolerance)
 
 
-def test_the_cached_decoder_gives_the_logits_of_the_full_decode(tiny_model_dir):
-    check_cached_decoder(random_seq2seq(tiny_model_dir), torch.device("cpu"), 1e-4)
+@pytest.mark.parametrize("copy", [False, True])
+def test_the_cached_decoder_gives_the_logits_of_the_full_decode(tiny_model_dir, copy):
+    check_cached_decoder(random_seq2seq(tiny_model_dir, copy=copy), torch.device("cpu"), 1e-4)
+
+
+def test_the_copy_distribution_is_a_distribution_that_writes_the_sources_own_tokens(tiny_model_dir):
+    import dataclasses
+
+    model = random_seq2seq(tiny_model_dir, seed=2, copy=True)
+    ids = torch.tensor([[0, 50, 51, 50, 2], [0, 60, 2, 1, 1]])
+    mask = (ids != 1).long()
+    targets = torch.tensor([[0, 7, 8], [0, 9, 9]])
+    with torch.no_grad():
+        memory = model.encode(ids, mask)
+        probs = model.decode(memory, mask, targets, ids).exp()
+        copying = model.spec
+        model.spec = dataclasses.replace(copying, copy=False)
+        vocabulary = torch.softmax(model.decode(memory, mask, targets), dim=-1)
+        model.spec = copying
+    torch.testing.assert_close(probs.sum(-1), torch.ones(2, 3), atol=1e-4, rtol=0)
+    # g * vocabulary + (1 - g) * copy: a token the source lacks keeps g times its vocabulary probability
+    ratio = probs / vocabulary
+    gate = ratio[..., 7:8]
+    assert ((gate > 0) & (gate < 1)).all()
+    assert (ratio[0, :, [50, 51]] > gate[0] + 1e-3).all() and (ratio[1, :, 60] > gate[1, :, 0] + 1e-3).all()
+    # the special tokens (<s>, </s>, padding) are never copied, nor a token of another source
+    torch.testing.assert_close(ratio[..., [0, 1, 2]], gate.expand(-1, -1, 3), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ratio[0, :, 60], gate[0, :, 0], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("copy", [False, True])
+def test_beam_search_of_a_copying_decoder_equals_the_plain_search(tiny_model_dir, copy):
+    model = random_seq2seq(tiny_model_dir, seed=4, copy=copy)
+    ids, mask = pad_sequences([[0, 40, 41, 42, 43, 2], [0, 44, 2], [0, 45, 46, 47, 2]], 1)
+    for beam in (1, 3):
+        batched = beam_search(model, ids, mask, beam=beam, max_length=8)
+        alone = [plain_beam_search(model, ids[i : i + 1, : int(mask[i].sum())], mask[i : i + 1, : int(mask[i].sum())], beam, 8)
+                 for i in range(3)]
+        assert batched == alone
 
 
 @pytest.mark.parametrize("trained", [True, False])
@@ -244,3 +282,42 @@ def test_the_ir_baseline_gives_each_function_its_nearest_training_summary(tmp_pa
     same = main(load_config(Code2nlBaselineConfig, None, {"model": PACKAGED_MINILM, "data": str(CORPUS), "out": str(tmp_path / "t"),
                                                           "split": "train", "max_records": "5", "progress": "false", "threads": "1"}))
     assert same["python"] > 90
+
+
+def test_the_cpu_recipe_trains_the_decoder_alone_and_keeps_the_options_given(tmp_path, tiny_model_dir):
+    flags = {"model": str(tiny_model_dir), "data": str(CORPUS), "out": str(tmp_path / "run"), "progress": "false",
+             "threads": "1", "recipe": "cpu", "max_steps": "12", "eval_every": "6", "learning_rate": "0.003",
+             "max_source_length": "64", "max_target_length": "16", "valid_examples": "8", "precision": "fp32"}
+    figures = code2nl.finetune_main(load_config(code2nl.Code2nlFinetuneConfig, None, flags))
+    assert figures["recipe"] == "cpu"
+    saved = json.loads((tmp_path / "run" / "best" / "run_config.json").read_text())
+    # The recipe's values where no option was given, the user's where one was.
+    assert (saved["frozen_encoder"], saved["copy"], saved["split_identifiers"], saved["decoder_layers"]) == (True, True, True, 2)
+    assert (saved["learning_rate"], saved["max_steps"], saved["batch_size"]) == (0.003, 12, code2nl.CPU_RECIPE["batch_size"])
+    spec = json.loads((tmp_path / "run" / "best" / "code2nl.json").read_text())
+    assert spec["copy"] and spec["split_identifiers"] and set(spec["copy_exclude"]) >= {0, 1, 2}
+    start, trained = load_seq2seq(tiny_model_dir), load_seq2seq(tmp_path / "run" / "best")
+    for (name, before), after in zip(start.encoder.state_dict().items(), trained.encoder.state_dict().values()):
+        assert torch.equal(before, after), name  # the encoder held still
+    assert trained.copy_gate.weight.abs().sum() > 0
+
+
+@pytest.mark.parametrize("recipe, device, expected", [("auto", "cpu", "cpu"), ("auto", "cuda", "paper"), ("paper", "cpu", "paper"),
+                                                      ("cpu", "cuda", "cpu")])
+def test_the_recipe_follows_the_device_unless_named(tiny_model_dir, tmp_path, recipe, device, expected):
+    cfg = load_config(code2nl.Code2nlFinetuneConfig, None, {"model": str(tiny_model_dir), "data": str(CORPUS), "out": str(tmp_path),
+                                                           "recipe": recipe})
+    assert cfg.resolved_recipe(torch.device(device)) == expected
+    assert code2nl.apply_recipe(cfg, "paper") is cfg  # the paper's recipe is the defaults as they are
+
+
+def test_the_presets_make_the_papers_tables_with_the_papers_recipe():
+    for preset in ("tiny", "small", "minilm"):
+        assert read_preset(preset, "code2nl")["recipe"] == "paper"
+
+
+def test_identifiers_are_split_into_the_words_a_summary_uses():
+    from codebert.code2nl.data import split_identifiers
+
+    assert split_identifiers("getHTTPResponse ( userName ) ; parse_url2 ( XMLParser )") == \
+        "get HTTP Response ( user Name ) ; parse_url2 ( XML Parser )"

@@ -150,9 +150,15 @@ def test_init_rows_from_a_bert_family_encoder_without_scratch_rows(tmp_path, cap
     (tmp_path / "cpu.yaml").write_text(yaml.safe_dump(preset))
     out = tmp_path / "run"
     assert cli_main(["reproduce", "--scale", str(tmp_path / "cpu.yaml"), "--init", str(tiny_bert_dir), "--data", str(CORPUS),
-                     "--out", str(out), "--stages", "tokenizer", "pretrain", "search", "report", "--no-progress", "--threads", "1"]) == 0
+                     "--out", str(out), "--stages", "tokenizer", "pretrain", "search", "code2nl", "report", "--no-progress",
+                     "--threads", "1"]) == 0
     report = (out / "report.md").read_text()
-    table2 = report[report.index("## Table 2"):report.index("## Table 6")]
+    table2 = report[report.index("## Table 2"):report.index("## Table 5")]
+    # Table 5 has the paper's IR row, retrieved with the run's first fine-tuned bi-encoder
+    table5 = report[report.index("## Table 5"):report.index("## Table 6")]
+    assert "| IR (nearest training function's summary) |" in table5 and "| init + MLM " in table5
+    ir = json.loads((out / "code2nl" / "ir" / "results.json").read_text())
+    assert ir["model"] == str(out / "search" / "init" / "all" / "best") and ir["kind"] == "ir"
     for row in ("BM25", "init, zero-shot (no fine-tuning)", "| init |", "| init + MLM |", "Cross-encoder (the paper's model)",
                 "| init, zero-shot + BM25 (", "| init + BM25 (", "| init + MLM + BM25 ("):
         assert row in table2

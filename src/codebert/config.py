@@ -178,12 +178,23 @@ def load_config(cls: type, preset: dict[str, Any] | None = None, flags: dict[str
     # Checks run even when some value had the wrong type (that field keeps its default), so one
     # message lists the type problems and the failed checks together.
     cfg = cls(**values)
+    # Which options the preset or the command line set: a recipe (`code2nl finetune --recipe`)
+    # changes only the defaults, never a value the user chose (see `given_options`).
+    cfg.__dict__[_GIVEN] = frozenset(values)
     check = getattr(cfg, "validate", None)
     if check is not None:
         problems.extend(check())
     if problems:
         raise ConfigError(problems)
     return cfg
+
+
+_GIVEN = "_given_options"
+
+
+def given_options(cfg: Any) -> frozenset[str]:
+    """The fields a preset or a flag set when `load_config` built `cfg` (none for a config made in code)."""
+    return cfg.__dict__.get(_GIVEN, frozenset())
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ targets are wrapped in the tokenizer's single layout (`<s> text </s>`, `[CLS] te
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,22 @@ def target_text(docstring_tokens: list[str]) -> str:
     """The doc as run.py reads it: tokens joined by spaces, line breaks removed (not made spaces,
     as run.py does), white space collapsed."""
     return " ".join(" ".join(docstring_tokens).replace("\n", "").split())
+
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def split_identifiers(text: str) -> str:
+    """camelCase and PascalCase split into words (`getHTTPResponse` -> `get HTTP Response`); snake_case
+    is left as it is (a WordPiece splits at `_` already). The CPU recipe's sources: a summary says
+    "Get the user name" of `getUserName`, and a lower-casing WordPiece reads `getusername` as
+    pieces (`get`, `##user`, `##name`) that are not the words the summary uses."""
+    return _CAMEL.sub(" ", text)
+
+
+def model_sources(sources: list[str], split: bool) -> list[str]:
+    """The source texts a model reads: as given, or with identifiers split (`Seq2SeqSpec.split_identifiers`)."""
+    return [split_identifiers(s) for s in sources] if split else sources
 
 
 def read_csn(data: Path, split: str, languages: list[str], max_records: int) -> Pairs:

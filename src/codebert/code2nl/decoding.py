@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from codebert.backbone import position_offset
-from codebert.code2nl.data import bos_eos, wrap
+from codebert.code2nl.data import bos_eos, model_sources, wrap
 from codebert.code2nl.model import Seq2Seq
 from codebert.inputs import Layout
 from codebert.inputs import encode_texts
@@ -36,8 +36,12 @@ class IncrementalDecoder:
     decoding itself; it is compacted only when a source has no row left.
     """
 
-    def __init__(self, model: Seq2Seq, memory: torch.Tensor, memory_mask: torch.Tensor):
+    def __init__(self, model: Seq2Seq, memory: torch.Tensor, memory_mask: torch.Tensor, source_ids: torch.Tensor | None = None):
         self.model = model
+        if model.spec.copy and source_ids is None:
+            raise ValueError("a copying decoder needs the source ids")
+        # The copy distribution (spec.copy) reads the memory itself and the source's ids, per source.
+        self.memory, self.memory_mask, self.source_ids = memory, memory_mask, source_ids
         self.layers = list(model.decoder.layers)
         for layer in self.layers:
             if layer.norm_first or not layer.self_attn.batch_first or layer.self_attn.in_proj_weight is None:
@@ -96,7 +100,24 @@ class IncrementalDecoder:
             x = layer.norm3(x + layer.linear2(layer.activation(layer.linear1(x))))
         if self.model.decoder.norm is not None:
             x = self.model.decoder.norm(x)
-        return self.model.lm_head(torch.tanh(self.model.dense(x)))[:, 0]
+        logits = self.model.lm_head(torch.tanh(self.model.dense(x)))
+        if not self.model.spec.copy:
+            return logits[:, 0]
+        return self._mix_copy(logits, x)[:, 0]
+
+    def _mix_copy(self, logits: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """`Seq2Seq.decode`'s copy for the newest position, the rows' queries grouped by source (as
+        the cross-attention) so that no row needs its own copy of the memory."""
+        source, slot = self.source_of_row, self.slot_of_row
+        grouped = state.new_zeros(self.memory.shape[0], self.slots, state.shape[-1])
+        grouped[source, slot] = self.model.copy_query(state[:, 0])
+        scores = (grouped @ self.memory.transpose(1, 2))[source, slot][:, None] / self.memory.shape[-1] ** 0.5  # (rows, 1, S)
+        ids, mask = self.source_ids[source], self.memory_mask[source]
+        attention = self.model.copy_attention(scores, ids, mask)
+        by_source = attention.new_zeros(self.memory.shape[0], self.slots, attention.shape[-1])
+        by_source[source, slot] = attention[:, 0]
+        context = (by_source.to(self.memory.dtype) @ self.memory)[source, slot][:, None]
+        return self.model.mix_copy(logits, state, attention, context, ids)
 
     def _cross_attention(self, queries: torch.Tensor, layer: int) -> torch.Tensor:
         """Attention of each row's query (rows, heads, 1, size) over its source's memory."""
@@ -124,6 +145,8 @@ class IncrementalDecoder:
             self.memory_keys = [k[kept] for k in self.memory_keys]
             self.memory_values = [v[kept] for v in self.memory_values]
             self.memory_attend = self.memory_attend[kept]
+            self.memory, self.memory_mask = self.memory[kept], self.memory_mask[kept]
+            self.source_ids = None if self.source_ids is None else self.source_ids[kept]
         self._set_sources(source_of_row)
         self.keys = [None if k is None else k[rows] for k in self.keys]
         self.values = [None if v is None else v[rows] for v in self.values]
@@ -146,7 +169,7 @@ def beam_search(model: Seq2Seq, source_ids: torch.Tensor, source_mask: torch.Ten
     """
     sources = source_ids.shape[0]
     memory = model.encode(source_ids, source_mask)
-    decoder = IncrementalDecoder(model, memory, source_mask)
+    decoder = IncrementalDecoder(model, memory, source_mask, source_ids)
     device = source_ids.device
     # Open hypotheses: rows grouped by source; `owner[r]` is the row's source, `history` its tokens after <s>.
     owner = list(range(sources))
@@ -213,7 +236,7 @@ def plain_beam_search(model: Seq2Seq, ids: torch.Tensor, mask: torch.Tensor, bea
     prefixes, scores, finished = torch.full((1, 1), bos, device=ids.device), torch.zeros(1, device=ids.device), []
     for _ in range(max_length - 1):
         n = prefixes.shape[0]
-        logits = model.decode(memory.expand(n, -1, -1), mask.expand(n, -1), prefixes)[:, -1].float()
+        logits = model.decode(memory.expand(n, -1, -1), mask.expand(n, -1), prefixes, ids.expand(n, -1))[:, -1].float()
         candidates = (scores[:, None] + torch.log_softmax(logits, dim=-1)).view(-1)
         top_scores, top = candidates.topk(min(2 * beam, candidates.numel()))
         next_prefixes, next_scores = [], []
@@ -240,7 +263,7 @@ def generate(model: Seq2Seq, tokenizer, sources: list[str], beam: int, batch_siz
     spec = model.spec
     layout = Layout.of(tokenizer)
     bos, eos = bos_eos(layout)
-    encoded = encode_texts(tokenizer, sources)
+    encoded = encode_texts(tokenizer, model_sources(sources, spec.split_identifiers))
     out: list[str] = [""] * len(sources)
     order = np.argsort([len(e) for e in encoded], kind="stable")
     device = next(model.parameters()).device

@@ -10,12 +10,18 @@ decoder writes the doc. Conventions of the reference (CodeBERT/code2nl/model.py)
   * targets are `<s> doc </s>`, the loss is cross-entropy on the shifted target, padding ignored.
 A saved model is the encoder's Hugging Face folder plus DECODER_FILE (decoder and dense layer) and
 SPEC_FILE (the Seq2SeqSpec).
+
+Beyond the reference, for the CPU recipe (`code2nl finetune --recipe cpu`): a copy distribution
+(`Seq2SeqSpec.copy`, See et al. 2017's pointer-generator): a gate mixes the vocabulary distribution
+with one attention over the source's sub-words, so that a word of the code (an identifier's part)
+can be written before the vocabulary has learnt it: the words a summary shares with its code are
+most of what the reference's decoder spends its first thousands of steps learning.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -39,6 +45,14 @@ class Seq2SeqSpec:
     # Decoder feed-forward width; 0: the encoder's intermediate size (what folders written before this
     # field have). New models: 2048, the reference's (`code2nl finetune --decoder-ffn`).
     decoder_ffn: int = 0
+    # Beyond the paper (the CPU recipe): a pointer-generator copy distribution over the source's
+    # tokens beside the vocabulary's (decode then returns log-probabilities, see `Seq2Seq.decode`).
+    copy: bool = False
+    # Token ids never copied (the tokenizer's special tokens: <s>, </s>, padding).
+    copy_exclude: list[int] = field(default_factory=list)
+    # Sources with camelCase identifiers split into words (`getUserName` -> `get User Name`), as
+    # `data.split_identifiers`: a lower-casing WordPiece then sees the words a summary uses.
+    split_identifiers: bool = False
 
 
 class Seq2Seq(nn.Module):
@@ -54,21 +68,58 @@ class Seq2Seq(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.lm_head.weight = encoder.embeddings.word_embeddings.weight  # tied, as the reference
+        if spec.copy:
+            width = config.hidden_size
+            self.copy_query = nn.Linear(width, width)  # the decoder state's query of the copy attention
+            self.copy_gate = nn.Linear(2 * width, 1)  # P(generate) from the state and what the copy attention read
+        # The CPU recipe trains the decoder alone: the encoder runs without building a graph.
+        self.frozen_encoder = False
 
     def encode(self, source_ids: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
-        return self.encoder(input_ids=source_ids, attention_mask=source_mask).last_hidden_state
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_encoder):
+            return self.encoder(input_ids=source_ids, attention_mask=source_mask).last_hidden_state
 
-    def decode(self, memory: torch.Tensor, source_mask: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
-        """Logits (B, T, V) of the next token after each target prefix."""
+    def decode(self, memory: torch.Tensor, source_mask: torch.Tensor, target_ids: torch.Tensor,
+               source_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores (B, T, V) of the next token after each target prefix: logits, or with `spec.copy`
+        log-probabilities (normalised already, so softmax and cross-entropy read both alike);
+        `source_ids` (B, S) are needed for the copy."""
         target = self.encoder.embeddings(input_ids=target_ids)
         length = target_ids.shape[1]
         causal = torch.triu(torch.full((length, length), float("-inf"), device=target.device), diagonal=1)
         out = self.decoder(target, memory, tgt_mask=causal, memory_key_padding_mask=source_mask == 0)
-        return self.lm_head(torch.tanh(self.dense(out)))
+        logits = self.lm_head(torch.tanh(self.dense(out)))
+        if not self.spec.copy:
+            return logits
+        if source_ids is None:
+            raise ValueError("a copying decoder needs the source ids")
+        scores = torch.einsum("btd,bsd->bts", self.copy_query(out), memory) / memory.shape[-1] ** 0.5
+        attention = self.copy_attention(scores, source_ids, source_mask)
+        context = torch.einsum("bts,bsd->btd", attention.to(memory.dtype), memory)
+        return self.mix_copy(logits, out, attention, context, source_ids)
+
+    def copy_attention(self, scores: torch.Tensor, source_ids: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
+        """The copy attention (B, T, S) from its scores: a softmax over the positions that may be
+        copied (not padding, not a special token); all 0 where a source has none."""
+        copyable = (source_mask != 0) & ~torch.isin(source_ids, source_ids.new_tensor(self.spec.copy_exclude))
+        scores = scores.float().masked_fill(~copyable[:, None, :], float("-inf"))
+        return torch.softmax(scores, dim=-1).nan_to_num(0.0)
+
+    def mix_copy(self, logits: torch.Tensor, state: torch.Tensor, attention: torch.Tensor, context: torch.Tensor,
+                 source_ids: torch.Tensor) -> torch.Tensor:
+        """log(g * softmax(logits) + (1 - g) * copy): the copy is the `attention` (B, T, S) summed onto
+        the source's token ids, g = sigmoid(gate(decoder state, what the attention read)), g = 1
+        where the attention is all 0 (nothing to copy)."""
+        generate = torch.sigmoid(self.copy_gate(torch.cat([state, context.to(state.dtype)], dim=-1)).float())
+        generate = torch.where(attention.sum(dim=-1, keepdim=True) > 0, generate, torch.ones_like(generate))
+        probs = generate * torch.softmax(logits.float(), dim=-1)
+        index = source_ids[:, None, :].expand(-1, attention.shape[1], -1)
+        probs = probs.scatter_add(-1, index, (1 - generate) * attention)
+        return torch.log(probs.clamp_min(1e-12))
 
     def forward(self, batch: Seq2SeqBatch) -> torch.Tensor:
         memory = self.encode(batch.source_ids, batch.source_mask)
-        logits = self.decode(memory, batch.source_mask, batch.target_ids)
+        logits = self.decode(memory, batch.source_mask, batch.target_ids, batch.source_ids)
         return seq2seq_loss(logits, batch.target_ids, batch.target_mask)
 
 
@@ -87,6 +138,9 @@ def save_seq2seq(model: Seq2Seq, tokenizer, folder: Path) -> None:
     tokenizer.save_pretrained(folder)
     weights = {f"decoder.{k}": v.contiguous() for k, v in model.decoder.state_dict().items()}
     weights.update({f"dense.{k}": v.contiguous() for k, v in model.dense.state_dict().items()})
+    if model.spec.copy:
+        for part in ("copy_query", "copy_gate"):
+            weights.update({f"{part}.{k}": v.contiguous() for k, v in getattr(model, part).state_dict().items()})
     save_file(weights, str(folder / DECODER_FILE))
     (folder / SPEC_FILE).write_text(json.dumps(asdict(model.spec), indent=2) + "\n")
 
@@ -103,4 +157,7 @@ def load_seq2seq(folder: str | Path, spec: Seq2SeqSpec | None = None, from_scrat
         weights = load_file(str(folder / DECODER_FILE))
         model.decoder.load_state_dict({k[len("decoder."):]: v for k, v in weights.items() if k.startswith("decoder.")})
         model.dense.load_state_dict({k[len("dense."):]: v for k, v in weights.items() if k.startswith("dense.")})
+        if spec.copy:
+            for part in ("copy_query", "copy_gate"):
+                getattr(model, part).load_state_dict({k[len(part) + 1:]: v for k, v in weights.items() if k.startswith(part + ".")})
     return model

@@ -300,11 +300,13 @@ def main(cfg: ReproduceConfig) -> dict[str, Any]:
     with_generators = any(needs_generators(v.objective) for v in variants)
     zero_shot = cfg.init is not None and _is_sentence_encoder(cfg.init)
     search_units = len(variants) * (len(languages) if budget.search_per_language else 1)
+    retriever = _retriever(cfg, budget, variants, cfg.out / "search", zero_shot)  # the IR row's bi-encoder
     hybrid = budget.hybrid and budget.search_mode == "bi"
     plan = {"tokenizer": 1, "generators": int(with_generators), "pretrain": len(variants),
             "search": len(budget.baselines) + int(zero_shot) + len(variants) * len(budget.cross_languages) + search_units
             + (int(zero_shot) + search_units if hybrid else 0),
-            "probe": 1 + len(variants), "code2nl": len(variants), "unseen": len(variants) if cfg.unseen else 0}
+            "probe": 1 + len(variants), "code2nl": len(variants) + int(retriever is not None),
+            "unseen": len(variants) + int(retriever is not None) if cfg.unseen else 0}
     runner = Runner(cfg, plan)
     started = datetime.now(timezone.utc)
 
@@ -366,12 +368,17 @@ def main(cfg: ReproduceConfig) -> dict[str, Any]:
         runner.run(f"code2nl/{variant.slug}", "code2nl",
                    lambda v=variant: _code2nl(cfg, budget, v, models[v.name], cfg.data, languages, cfg.out / "code2nl" / v.slug, common),
                    distributed=True)
+    # The paper's IR row: each function given its nearest training function's summary, by a bi-encoder.
+    if retriever is not None:
+        runner.run("code2nl/ir", "code2nl", lambda: _ir(retriever, cfg.data, languages, budget, cfg.out / "code2nl" / "ir", common))
     if cfg.unseen is not None:
         unseen_languages = sorted(corpus_files(cfg.unseen))
         for variant in variants:
             runner.run(f"unseen/{variant.slug}", "unseen",
                        lambda v=variant: _code2nl(cfg, budget, v, models[v.name], cfg.unseen, unseen_languages, cfg.out / "unseen" / v.slug, common),
                        distributed=True)
+        if retriever is not None:
+            runner.run("unseen/ir", "unseen", lambda: _ir(retriever, cfg.unseen, unseen_languages, budget, cfg.out / "unseen" / "ir", common))
 
     # 7. the report
     figures: dict[str, Any] = {}
@@ -578,6 +585,27 @@ def _code2nl(cfg: ReproduceConfig, budget: Budget, variant: Variant, model: str,
         "model": tuned["out"], "data": str(data), "out": str(run / "test"), "language": languages,
         "max_records": budget.code2nl_test_records, "label": variant.name, **common}))
     return {**{f"finetune_{k}": v for k, v in tuned.items()}, **scored, "run": str(run)}
+
+
+def _retriever(cfg: ReproduceConfig, budget: Budget, variants, search_dir: Path, zero_shot: bool) -> str | None:
+    """The bi-encoder of the IR row: the first variant's fine-tuned one (one model for every language),
+    else a sentence encoder given as --init as it came; None where the run makes neither."""
+    if budget.search_mode == "bi" and not budget.search_per_language and variants:
+        return str(search_dir / variants[0].slug / "all" / "best")
+    return str(cfg.init) if zero_shot else None
+
+
+def _ir(retriever: str, data: Path, languages: list[str], budget: Budget, out: Path, common: dict[str, Any]) -> dict[str, Any]:
+    """Table 5's (and 6's) IR row: `code2nl baseline` with the run's bi-encoder, on the rows' test records."""
+    if not Path(resolve(retriever)).exists():
+        raise UserError(f"the IR row's bi-encoder {retriever} is not there: run the search stage first")
+# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # stay instant.
+    from codebert.experiments import ir_baseline
+
+    return {**ir_baseline.main(_stage_config(ir_baseline.Code2nlBaselineConfig, None, None, {
+        "model": retriever, "data": str(data), "language": languages, "out": str(out),
+        "max_records": budget.code2nl_test_records, **common})), "run": str(out)}
 
 
 def render(figures: dict[str, Any]) -> str:
