@@ -120,14 +120,18 @@ class Seq2Seq(nn.Module):
     def forward(self, batch: Seq2SeqBatch) -> torch.Tensor:
         memory = self.encode(batch.source_ids, batch.source_mask)
         logits = self.decode(memory, batch.source_mask, batch.target_ids, batch.source_ids)
-        return seq2seq_loss(logits, batch.target_ids, batch.target_mask)
+        return seq2seq_loss(logits, batch.target_ids, batch.target_mask, log_probs=self.spec.copy)
 
 
-def seq2seq_loss(logits: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy of each target token given the ones before it; padding ignored (mean or sum over tokens)."""
+def seq2seq_loss(logits: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor, reduction: str = "mean",
+                 log_probs: bool = False) -> torch.Tensor:
+    """Cross-entropy of each target token given the ones before it; padding ignored (mean or sum over tokens).
+    `log_probs`: the scores are normalised already (a copying decoder's), read as they are."""
     shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
     shift_labels = target_ids[:, 1:].reshape(-1)
     active = target_mask[:, 1:].reshape(-1).bool()
+    if log_probs:  # the same value as cross_entropy's (a log-softmax of log-probabilities changes nothing), one pass less
+        return F.nll_loss(shift_logits[active], shift_labels[active], reduction=reduction)
     return F.cross_entropy(shift_logits[active], shift_labels[active], reduction=reduction)
 
 
