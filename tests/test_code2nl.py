@@ -145,15 +145,28 @@ def test_the_copy_distribution_is_a_distribution_that_writes_the_sources_own_tok
     torch.testing.assert_close(ratio[0, :, 60], gate[0, :, 0], atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("copy", [False, True])
-def test_beam_search_of_a_copying_decoder_equals_the_plain_search(tiny_model_dir, copy):
+@pytest.mark.parametrize("copy, repeats", [(False, 0), (True, 0), (True, 2)])
+def test_beam_search_of_a_copying_decoder_equals_the_plain_search(tiny_model_dir, copy, repeats):
     model = random_seq2seq(tiny_model_dir, seed=4, copy=copy)
     ids, mask = pad_sequences([[0, 40, 41, 42, 43, 2], [0, 44, 2], [0, 45, 46, 47, 2]], 1)
     for beam in (1, 3):
-        batched = beam_search(model, ids, mask, beam=beam, max_length=8)
-        alone = [plain_beam_search(model, ids[i : i + 1, : int(mask[i].sum())], mask[i : i + 1, : int(mask[i].sum())], beam, 8)
-                 for i in range(3)]
+        batched = beam_search(model, ids, mask, beam=beam, max_length=8, no_repeat_ngram=repeats)
+        alone = [plain_beam_search(model, ids[i : i + 1, : int(mask[i].sum())], mask[i : i + 1, : int(mask[i].sum())], beam, 8,
+                                   no_repeat_ngram=repeats) for i in range(3)]
         assert batched == alone
+        if repeats:
+            for hyp in batched:
+                pairs = list(zip(hyp, hyp[1:]))
+                assert len(pairs) == len(set(pairs))  # no bigram twice
+
+
+def test_a_repeated_ngram_is_blocked_and_nothing_else():
+    from codebert.code2nl.decoding import block_repeats
+
+    rows = block_repeats(torch.zeros(3, 10), [[5, 6, 7, 5, 6], [5, 6, 5], [1, 2]], 3)
+    assert torch.isinf(rows[0, 7]) and torch.isinf(rows).sum() == 1  # 5 6 -> 7 was written: not again; nothing else banned
+    assert torch.equal(block_repeats(torch.zeros(2, 4), [[1, 1, 1], [2]], 0), torch.zeros(2, 4))  # 0: the reference's beam
+    assert torch.isinf(block_repeats(torch.zeros(1, 4), [[3, 3]], 2)[0, 3])  # 3 3 written: a third 3 would repeat it
 
 
 @pytest.mark.parametrize("trained", [True, False])
@@ -295,7 +308,7 @@ def test_the_cpu_recipe_trains_the_decoder_alone_and_keeps_the_options_given(tmp
     assert (saved["frozen_encoder"], saved["copy"], saved["split_identifiers"], saved["decoder_layers"]) == (True, True, True, 2)
     assert (saved["learning_rate"], saved["max_steps"], saved["batch_size"]) == (0.003, 12, code2nl.CPU_RECIPE["batch_size"])
     spec = json.loads((tmp_path / "run" / "best" / "code2nl.json").read_text())
-    assert spec["copy"] and spec["split_identifiers"] and set(spec["copy_exclude"]) >= {0, 1, 2}
+    assert spec["copy"] and spec["split_identifiers"] and set(spec["copy_exclude"]) >= {0, 1, 2} and spec["no_repeat_ngram"] == 3
     start, trained = load_seq2seq(tiny_model_dir), load_seq2seq(tmp_path / "run" / "best")
     for (name, before), after in zip(start.encoder.state_dict().items(), trained.encoder.state_dict().values()):
         assert torch.equal(before, after), name  # the encoder held still

@@ -153,9 +153,28 @@ class IncrementalDecoder:
         self.non_padding = self.non_padding[rows]
 
 
+def block_repeats(log_probs: torch.Tensor, histories: list[list[int]], size: int) -> torch.Tensor:
+    """`log_probs` (rows, V) with -inf on every token that would repeat an n-gram of `size` tokens
+    already in its row's history (HF generate's `no_repeat_ngram_size`); size 0: unchanged.
+
+    Beyond the reference (its beam has no such rule): a copying decoder, early in training, copies one
+    sub-word again and again (`fnmatchmatchmatch...`); the CPU recipe blocks a repeated trigram.
+    """
+    if size <= 0:
+        return log_probs
+    for row, tokens in enumerate(histories):
+        if len(tokens) < size - 1:
+            continue
+        prefix = tokens[len(tokens) - size + 1:] if size > 1 else []
+        banned = {tokens[i + size - 1] for i in range(len(tokens) - size + 1) if tokens[i : i + size - 1] == prefix}
+        if banned:
+            log_probs[row, list(banned)] = -math.inf
+    return log_probs
+
+
 @torch.inference_mode()
 def beam_search(model: Seq2Seq, source_ids: torch.Tensor, source_mask: torch.Tensor, beam: int, max_length: int,
-                bos: int = 0, eos: int = 2) -> list[list[int]]:
+                bos: int = 0, eos: int = 2, no_repeat_ngram: int = 0) -> list[list[int]]:
     """Best hypothesis per source (without <s> and </s>): sum of log-probabilities, no length penalty.
 
     Every source has its own beam (the reference's rule): at each step its open hypotheses are
@@ -180,6 +199,8 @@ def beam_search(model: Seq2Seq, source_ids: torch.Tensor, source_mask: torch.Ten
     answer: list[list[int] | None] = [None] * sources
     for _ in range(max_length - 1):
         log_probs = torch.log_softmax(decoder.step(newest).float(), dim=-1)
+        if no_repeat_ngram:
+            log_probs = block_repeats(log_probs, history.tolist(), no_repeat_ngram)
         vocab = log_probs.shape[-1]
         candidates = scores[:, None] + log_probs
         keep_rows, keep_tokens, keep_scores, keep_owner = [], [], [], []
@@ -226,7 +247,7 @@ def beam_search(model: Seq2Seq, source_ids: torch.Tensor, source_mask: torch.Ten
 
 @torch.inference_mode()
 def plain_beam_search(model: Seq2Seq, ids: torch.Tensor, mask: torch.Tensor, beam: int, max_length: int,
-                      bos: int = 0, eos: int = 2) -> list[int]:
+                      bos: int = 0, eos: int = 2, no_repeat_ngram: int = 0) -> list[int]:
     """`beam_search`'s rule written plainly, for one unpadded source (1, S): every prefix re-decoded in full.
 
     Kept beside the fast one as its oracle: the tests and benchmarks/code2nl_generation.py check
@@ -237,7 +258,8 @@ def plain_beam_search(model: Seq2Seq, ids: torch.Tensor, mask: torch.Tensor, bea
     for _ in range(max_length - 1):
         n = prefixes.shape[0]
         logits = model.decode(memory.expand(n, -1, -1), mask.expand(n, -1), prefixes, ids.expand(n, -1))[:, -1].float()
-        candidates = (scores[:, None] + torch.log_softmax(logits, dim=-1)).view(-1)
+        log_probs = block_repeats(torch.log_softmax(logits, dim=-1), prefixes[:, 1:].tolist(), no_repeat_ngram)
+        candidates = (scores[:, None] + log_probs).view(-1)
         top_scores, top = candidates.topk(min(2 * beam, candidates.numel()))
         next_prefixes, next_scores = [], []
         for score, flat in zip(top_scores.tolist(), top.tolist()):
@@ -257,8 +279,9 @@ def plain_beam_search(model: Seq2Seq, ids: torch.Tensor, mask: torch.Tensor, bea
     return max(finished, key=lambda f: f[0])[1]
 
 
-def generate(model: Seq2Seq, tokenizer, sources: list[str], beam: int, batch_size: int = 16, progress: bool = False) -> list[str]:
-    """Docs written for each source (ordered as given), decoded to text."""
+def generate(model: Seq2Seq, tokenizer, sources: list[str], beam: int, batch_size: int = 16, progress: bool = False,
+             no_repeat_ngram: int | None = None) -> list[str]:
+    """Docs written for each source (ordered as given), decoded to text; `no_repeat_ngram`: None, the model's."""
     model.eval()
     spec = model.spec
     layout = Layout.of(tokenizer)
@@ -271,7 +294,8 @@ def generate(model: Seq2Seq, tokenizer, sources: list[str], beam: int, batch_siz
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         ids, mask = layout.pad([wrap(encoded[i], spec.max_source_length, layout) for i in idx])
-        hyps = beam_search(model, ids.to(device), mask.to(device), beam, spec.max_target_length, bos, eos)
+        hyps = beam_search(model, ids.to(device), mask.to(device), beam, spec.max_target_length, bos, eos,
+                           spec.no_repeat_ngram if no_repeat_ngram is None else no_repeat_ngram)
         for i, hyp in zip(idx, hyps):
             out[i] = tokenizer.decode(hyp, skip_special_tokens=True).strip()
         bar.update(len(idx))

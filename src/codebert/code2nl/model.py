@@ -53,6 +53,8 @@ class Seq2SeqSpec:
     # Sources with camelCase identifiers split into words (`getUserName` -> `get User Name`), as
     # `data.split_identifiers`: a lower-casing WordPiece then sees the words a summary uses.
     split_identifiers: bool = False
+    # Beam search never repeats an n-gram of this many tokens (0: the reference's beam, no such rule).
+    no_repeat_ngram: int = 0
 
 
 class Seq2Seq(nn.Module):
