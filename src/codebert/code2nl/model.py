@@ -137,16 +137,17 @@ def seq2seq_loss(logits: torch.Tensor, target_ids: torch.Tensor, target_mask: to
     return F.cross_entropy(shift_logits[active], shift_labels[active], reduction=reduction)
 
 
+def _decoder_parts(spec: Seq2SeqSpec) -> tuple[str, ...]:
+    """The modules DECODER_FILE holds, each under its own name as key prefix (names never change)."""
+    return ("decoder", "dense", "copy_query", "copy_gate") if spec.copy else ("decoder", "dense")
+
+
 def save_seq2seq(model: Seq2Seq, tokenizer, folder: Path) -> None:
     """The encoder as a Hugging Face RoBERTa folder, the decoder and head as safetensors, the spec as JSON."""
     folder.mkdir(parents=True, exist_ok=True)
     model.encoder.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    weights = {f"decoder.{k}": v.contiguous() for k, v in model.decoder.state_dict().items()}
-    weights.update({f"dense.{k}": v.contiguous() for k, v in model.dense.state_dict().items()})
-    if model.spec.copy:
-        for part in ("copy_query", "copy_gate"):
-            weights.update({f"{part}.{k}": v.contiguous() for k, v in getattr(model, part).state_dict().items()})
+    weights = {f"{part}.{k}": v.contiguous() for part in _decoder_parts(model.spec) for k, v in getattr(model, part).state_dict().items()}
     save_file(weights, str(folder / DECODER_FILE))
     (folder / SPEC_FILE).write_text(json.dumps(asdict(model.spec), indent=2) + "\n")
 
@@ -161,9 +162,6 @@ def load_seq2seq(folder: str | Path, spec: Seq2SeqSpec | None = None, from_scrat
     model = Seq2Seq(encoder, spec or Seq2SeqSpec())
     if saved.is_file():
         weights = load_file(str(folder / DECODER_FILE))
-        model.decoder.load_state_dict({k[len("decoder."):]: v for k, v in weights.items() if k.startswith("decoder.")})
-        model.dense.load_state_dict({k[len("dense."):]: v for k, v in weights.items() if k.startswith("dense.")})
-        if spec.copy:
-            for part in ("copy_query", "copy_gate"):
-                getattr(model, part).load_state_dict({k[len(part) + 1:]: v for k, v in weights.items() if k.startswith(part + ".")})
+        for part in _decoder_parts(model.spec):
+            getattr(model, part).load_state_dict({k[len(part) + 1:]: v for k, v in weights.items() if k.startswith(part + ".")})
     return model
