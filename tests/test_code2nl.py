@@ -145,19 +145,28 @@ def test_the_copy_distribution_is_a_distribution_that_writes_the_sources_own_tok
     torch.testing.assert_close(ratio[0, :, 60], gate[0, :, 0], atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("copy, repeats", [(False, 0), (True, 0), (True, 2)])
-def test_beam_search_of_a_copying_decoder_equals_the_plain_search(tiny_model_dir, copy, repeats):
+@pytest.mark.parametrize("copy, repeats, alpha", [(False, 0, 0.0), (True, 0, 0.0), (True, 2, 0.0), (True, 0, 1.0), (False, 2, 2.0)])
+def test_beam_search_of_a_copying_decoder_equals_the_plain_search(tiny_model_dir, copy, repeats, alpha):
     model = random_seq2seq(tiny_model_dir, seed=4, copy=copy)
     ids, mask = pad_sequences([[0, 40, 41, 42, 43, 2], [0, 44, 2], [0, 45, 46, 47, 2]], 1)
     for beam in (1, 3):
-        batched = beam_search(model, ids, mask, beam=beam, max_length=8, no_repeat_ngram=repeats)
+        batched = beam_search(model, ids, mask, beam=beam, max_length=8, no_repeat_ngram=repeats, length_penalty=alpha)
         alone = [plain_beam_search(model, ids[i : i + 1, : int(mask[i].sum())], mask[i : i + 1, : int(mask[i].sum())], beam, 8,
-                                   no_repeat_ngram=repeats) for i in range(3)]
+                                   no_repeat_ngram=repeats, length_penalty=alpha) for i in range(3)]
         assert batched == alone
         if repeats:
             for hyp in batched:
                 pairs = list(zip(hyp, hyp[1:]))
                 assert len(pairs) == len(set(pairs))  # no bigram twice
+
+
+def test_a_length_penalty_ranks_an_ended_document_by_its_log_probability_per_token():
+    from codebert.code2nl.decoding import ended_score
+
+    short, long = (-2.0, 1), (-6.0, 6)  # (summed log-probability, tokens with </s>)
+    assert ended_score(*short, 0.0) > ended_score(*long, 0.0)  # the reference's sum: the short one
+    assert ended_score(*long, 1.0) > ended_score(*short, 1.0)  # -1 a token against -2
+    assert ended_score(-6.0, 4, 0.5) == -3.0
 
 
 def test_a_repeated_ngram_is_blocked_and_nothing_else():
@@ -309,6 +318,7 @@ def test_the_cpu_recipe_trains_the_decoder_alone_and_keeps_the_options_given(tmp
     assert (saved["learning_rate"], saved["max_steps"], saved["batch_size"]) == (0.003, 12, code2nl.CPU_RECIPE["batch_size"])
     spec = json.loads((tmp_path / "run" / "best" / "code2nl.json").read_text())
     assert spec["copy"] and spec["split_identifiers"] and set(spec["copy_exclude"]) >= {0, 1, 2} and spec["no_repeat_ngram"] == 3
+    assert spec["length_penalty"] == code2nl.CPU_RECIPE["length_penalty"] > 0  # its beam ranks ended documents per token
     start, trained = load_seq2seq(tiny_model_dir), load_seq2seq(tmp_path / "run" / "best")
     for (name, before), after in zip(start.encoder.state_dict().items(), trained.encoder.state_dict().values()):
         assert torch.equal(before, after), name  # the encoder held still

@@ -1,7 +1,8 @@
 """Turning a code2nl model into text: the cached decoder, beam search (and its plain oracle), `generate`.
 
 As the reference (CodeBERT/code2nl/model.py): a beam search of size 10 whose hypotheses are ranked
-by the sum of token log-probabilities (no length penalty) and end at `</s>`.
+by the sum of token log-probabilities (no length penalty) and end at `</s>`. Beyond it, as options
+(the CPU recipe's): a length penalty on the ended hypotheses and a rule against repeated n-grams.
 """
 
 from __future__ import annotations
@@ -153,6 +154,19 @@ class IncrementalDecoder:
         self.non_padding = self.non_padding[rows]
 
 
+def ended_score(score: float, tokens: int, length_penalty: float) -> float:
+    """An ended hypothesis's rank: its summed log-probability over `tokens ** length_penalty`, `tokens`
+    counting its </s> (HF generate's `length_penalty`, which ranks by sum / length ** alpha).
+
+    0 is the reference's rule (the sum alone). Its beam prefers a short document: each token lowers
+    the sum, so a 5-word summary outranks the 15 words a docstring has, and smoothed BLEU-4's
+    brevity penalty (log BP = 1 - (r + 1) / (h + 1)) then costs the short one most of its score.
+    alpha > 0 ranks by the per-token log-probability (1: its mean), which the open beams are not
+    ranked by (they keep the sum, as HF's).
+    """
+    return score / tokens ** length_penalty if length_penalty else score
+
+
 def block_repeats(log_probs: torch.Tensor, histories: list[list[int]], size: int) -> torch.Tensor:
     """`log_probs` (rows, V) with -inf on every token that would repeat an n-gram of `size` tokens
     already in its row's history (HF generate's `no_repeat_ngram_size`); size 0: unchanged.
@@ -174,8 +188,9 @@ def block_repeats(log_probs: torch.Tensor, histories: list[list[int]], size: int
 
 @torch.inference_mode()
 def beam_search(model: Seq2Seq, source_ids: torch.Tensor, source_mask: torch.Tensor, beam: int, max_length: int,
-                bos: int = 0, eos: int = 2, no_repeat_ngram: int = 0) -> list[list[int]]:
-    """Best hypothesis per source (without <s> and </s>): sum of log-probabilities, no length penalty.
+                bos: int = 0, eos: int = 2, no_repeat_ngram: int = 0, length_penalty: float = 0.0) -> list[list[int]]:
+    """Best hypothesis per source (without <s> and </s>): sum of log-probabilities (`length_penalty` 0,
+    the reference's), or `ended_score`'s per-token rank.
 
     Every source has its own beam (the reference's rule): at each step its open hypotheses are
     extended by their 2 x beam best (hypothesis, token) pairs in score order; a pair ending in </s>
@@ -197,7 +212,7 @@ def beam_search(model: Seq2Seq, source_ids: torch.Tensor, source_mask: torch.Ten
     newest = torch.full((sources,), bos, dtype=torch.long, device=device)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(sources)]
     answer: list[list[int] | None] = [None] * sources
-    for _ in range(max_length - 1):
+    for length in range(1, max_length):  # `length`: tokens after <s> once this step's token is chosen
         log_probs = torch.log_softmax(decoder.step(newest).float(), dim=-1)
         if no_repeat_ngram:
             log_probs = block_repeats(log_probs, history.tolist(), no_repeat_ngram)
@@ -213,7 +228,7 @@ def beam_search(model: Seq2Seq, source_ids: torch.Tensor, source_mask: torch.Ten
             for score, index in zip(top_scores.tolist(), top.tolist()):
                 origin, token = divmod(index, vocab)
                 if token == eos:
-                    finished[source].append((score, history[start + origin].tolist()))
+                    finished[source].append((ended_score(score, length, length_penalty), history[start + origin].tolist()))
                 else:
                     next_rows.append(start + origin)
                     next_tokens.append(token)
@@ -221,7 +236,8 @@ def beam_search(model: Seq2Seq, source_ids: torch.Tensor, source_mask: torch.Ten
                 if len(next_rows) == beam:
                     break
             best_finished = max((s for s, _ in finished[source]), default=-math.inf)
-            if not next_rows or (len(finished[source]) >= beam and max(next_scores) < best_finished):
+            if not next_rows or (len(finished[source]) >= beam
+                                 and ended_score(max(next_scores), length + 1, length_penalty) < best_finished):
                 answer[source] = max(finished[source], key=lambda f: f[0])[1]
             else:
                 keep_rows += next_rows
@@ -238,7 +254,7 @@ def beam_search(model: Seq2Seq, source_ids: torch.Tensor, source_mask: torch.Ten
         decoder.select(rows)
     for row, source in enumerate(owner):  # reached max_length: the first (best) open row of each source
         if answer[source] is None and not finished[source]:
-            finished[source].append((float(scores[row]), history[row].tolist()))
+            finished[source].append((ended_score(float(scores[row]), history.shape[1] + 1, length_penalty), history[row].tolist()))
     for source in range(sources):
         if answer[source] is None:
             answer[source] = max(finished[source], key=lambda f: f[0])[1]
@@ -247,7 +263,7 @@ def beam_search(model: Seq2Seq, source_ids: torch.Tensor, source_mask: torch.Ten
 
 @torch.inference_mode()
 def plain_beam_search(model: Seq2Seq, ids: torch.Tensor, mask: torch.Tensor, beam: int, max_length: int,
-                      bos: int = 0, eos: int = 2, no_repeat_ngram: int = 0) -> list[int]:
+                      bos: int = 0, eos: int = 2, no_repeat_ngram: int = 0, length_penalty: float = 0.0) -> list[int]:
     """`beam_search`'s rule written plainly, for one unpadded source (1, S): every prefix re-decoded in full.
 
     Kept beside the fast one as its oracle: the tests and benchmarks/code2nl_generation.py check
@@ -265,23 +281,25 @@ def plain_beam_search(model: Seq2Seq, ids: torch.Tensor, mask: torch.Tensor, bea
         for score, flat in zip(top_scores.tolist(), top.tolist()):
             origin, token = divmod(flat, logits.shape[-1])
             if token == eos:
-                finished.append((score, prefixes[origin, 1:].tolist()))
+                finished.append((ended_score(score, prefixes.shape[1], length_penalty), prefixes[origin, 1:].tolist()))
             else:
                 next_prefixes.append(torch.cat([prefixes[origin], prefixes.new_tensor([token])]))
                 next_scores.append(score)
             if len(next_prefixes) == beam:
                 break
-        if not next_prefixes or (len(finished) >= beam and max(next_scores) < max(s for s, _ in finished)):
+        if not next_prefixes or (len(finished) >= beam and ended_score(max(next_scores), prefixes.shape[1] + 1, length_penalty)
+                                 < max(s for s, _ in finished)):
             break
         prefixes, scores = torch.stack(next_prefixes), torch.tensor(next_scores, device=ids.device)
     if not finished:
-        finished.append((float(scores[0]), prefixes[0, 1:].tolist()))
+        finished.append((ended_score(float(scores[0]), prefixes.shape[1], length_penalty), prefixes[0, 1:].tolist()))
     return max(finished, key=lambda f: f[0])[1]
 
 
 def generate(model: Seq2Seq, tokenizer, sources: list[str], beam: int, batch_size: int = 16, progress: bool = False,
-             no_repeat_ngram: int | None = None) -> list[str]:
-    """Docs written for each source (ordered as given), decoded to text; `no_repeat_ngram`: None, the model's."""
+             no_repeat_ngram: int | None = None, length_penalty: float | None = None) -> list[str]:
+    """Docs written for each source (ordered as given), decoded to text; `no_repeat_ngram` and
+    `length_penalty`: None, the model's."""
     model.eval()
     spec = model.spec
     layout = Layout.of(tokenizer)
@@ -295,7 +313,8 @@ def generate(model: Seq2Seq, tokenizer, sources: list[str], beam: int, batch_siz
         idx = order[start : start + batch_size]
         ids, mask = layout.pad([wrap(encoded[i], spec.max_source_length, layout) for i in idx])
         hyps = beam_search(model, ids.to(device), mask.to(device), beam, spec.max_target_length, bos, eos,
-                           spec.no_repeat_ngram if no_repeat_ngram is None else no_repeat_ngram)
+                           spec.no_repeat_ngram if no_repeat_ngram is None else no_repeat_ngram,
+                           spec.length_penalty if length_penalty is None else length_penalty)
         for i, hyp in zip(idx, hyps):
             out[i] = tokenizer.decode(hyp, skip_special_tokens=True).strip()
         bar.update(len(idx))

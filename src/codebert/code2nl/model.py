@@ -55,6 +55,9 @@ class Seq2SeqSpec:
     split_identifiers: bool = False
     # Beam search never repeats an n-gram of this many tokens (0: the reference's beam, no such rule).
     no_repeat_ngram: int = 0
+    # Beam search ranks an ended hypothesis by its summed log-probability over length ** this
+    # (`decoding.ended_score`; 0: the reference's sum, which prefers short documents).
+    length_penalty: float = 0.0
 
 
 class Seq2Seq(nn.Module):

@@ -70,6 +70,8 @@ class Code2nlFinetuneConfig(FinetuneConfig):
     split_identifiers: bool = option(False, "camelCase identifiers of the source split into words (recipe cpu: on)")
     no_repeat_ngram: int = option(0, "the model's beam never repeats an n-gram of this many tokens (0: the reference's beam; "
                                      "recipe cpu: 3)")
+    length_penalty: float = option(0.0, "the model's beam ranks an ended document by its log-probability over length ** this "
+                                        "(HF's length_penalty; 0: the reference's sum, which prefers short documents; recipe cpu: 1.0)")
     best_metric: Literal["auto", "bleu", "loss"] = option(
         "auto", "what picks best/: bleu (beam BLEU on up to --valid-examples dev items, the reference's checkpoint-best-bleu), "
         "loss (dev loss, its checkpoint-best-ppl); auto: bleu on a GPU, loss on a CPU")
@@ -96,7 +98,7 @@ class Code2nlFinetuneConfig(FinetuneConfig):
     def spec(self, copy_exclude: list[int] | None = None) -> Seq2SeqSpec:
         return Seq2SeqSpec(self.decoder_layers, self.max_source_length, self.max_target_length, self.beam_size, self.decoder_ffn,
                            copy=self.copy, copy_exclude=list(copy_exclude or []), split_identifiers=self.split_identifiers,
-                           no_repeat_ngram=self.no_repeat_ngram)
+                           no_repeat_ngram=self.no_repeat_ngram, length_penalty=self.length_penalty)
 
     def resolved_recipe(self, device: torch.device) -> str:
         """`auto`: the paper's recipe where a GPU runs it, the CPU recipe on a CPU."""
@@ -122,6 +124,7 @@ CPU_RECIPE: dict[str, Any] = {
     "copy": True,
     "split_identifiers": True,
     "no_repeat_ngram": 3,  # a copying decoder early in training repeats a copied sub-word (`matchmatchmatch`)
+    "length_penalty": 1.0,  # the summed log-probability's 5-word documents lose most of their BLEU to brevity
     "decoder_layers": 2,
     "max_source_length": 128,  # the encoder's forward pass is half of a step: 256 tokens cost twice 128's
     "learning_rate": 1e-3,
@@ -264,6 +267,8 @@ class Code2nlEvaluateConfig:
     language: list[str] = option([], "languages (csn; empty: all, each scored on its own)")
     beam_size: int = option(0, "beam (0: the model's, 10 as the paper)")
     no_repeat_ngram: int = option(-1, "never repeat an n-gram of this many tokens (-1: the model's rule; 0: off, the reference's beam)")
+    length_penalty: float | None = option(None, "rank ended documents by log-probability over length ** this (default: the "
+                                                "model's; 0: the reference's sum)")
     max_records: int = option(0, "generate for at most this many records per language (0: all)")
     batch_size: int = option(16, "sources per batch")
     label: str = option("", "row name in tables (default: the model folder)")
@@ -310,12 +315,13 @@ def evaluate_main(cfg: Code2nlEvaluateConfig, score: bool = True) -> dict[str, A
         groups = {lang: read_csn(cfg.data, cfg.split, [lang], cfg.max_records) for lang in languages}
     cfg.out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, Any] = {"model": str(cfg.model), "label": cfg.label or cfg.model.parent.name, "beam": beam,
-                               "no_repeat_ngram": model.spec.no_repeat_ngram if cfg.no_repeat_ngram < 0 else cfg.no_repeat_ngram}
+                               "no_repeat_ngram": model.spec.no_repeat_ngram if cfg.no_repeat_ngram < 0 else cfg.no_repeat_ngram,
+                               "length_penalty": model.spec.length_penalty if cfg.length_penalty is None else cfg.length_penalty}
     pred_lines, ref_lines, written = [], [], []
     layout = Layout.of(tokenizer)
     for lang, pairs in groups.items():
         predictions = generate(model, tokenizer, pairs.sources, beam, cfg.batch_size, cfg.progress,
-                               None if cfg.no_repeat_ngram < 0 else cfg.no_repeat_ngram)
+                               None if cfg.no_repeat_ngram < 0 else cfg.no_repeat_ngram, cfg.length_penalty)
         written += predictions
         if places:  # a source tree: each summary beside the function's place and its own doc comment
             figures["summaries"] = [{**place, "summary": p, "docstring": t[0]} for place, p, t in zip(places, predictions, pairs.targets)]
