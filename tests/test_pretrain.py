@@ -75,8 +75,9 @@ def read_weights(folder):
     return load_file(str(folder / "model.safetensors"))
 
 
-def test_resume_after_a_kill_is_exact(tmp_path, tokenizer_dir, generators_dir, monkeypatch):
-    flags = dict(objective="mlm+rtd", max_steps="9", save_every="3", log_every="1", dropout="0.1")
+@pytest.mark.parametrize("log_every", ["1", "4"])  # 4: the checkpoint of step 6 falls inside the line of steps 5-8
+def test_resume_after_a_kill_is_exact(tmp_path, tokenizer_dir, generators_dir, monkeypatch, log_every):
+    flags = dict(objective="mlm+rtd", max_steps="9", save_every="3", log_every=log_every, dropout="0.1")
     pretrain.main(config(tmp_path / "straight", tokenizer_dir, generators_dir, **flags))
 
     # killed during step 8, after the checkpoint of step 6

@@ -302,6 +302,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
         self.step = 0
         self.best: float | None = None  # best validation value of cfg.best_metric so far (lower_is_better says which way)
+        # The metric line being summed: the loss terms of the steps since the last line, and how many.
+        # Saved with a checkpoint, so that the first line after a resume is the mean of the same steps
+        # as the straight run's (a checkpoint between two lines would otherwise halve it).
+        self.log_sums: dict[str, float] = {}
+        self.log_steps = 0
 
     # ------------------------------------------------------------------------------ checkpoints
     def _write_checkpoint(self, name: str, with_state: bool) -> Path:
@@ -325,6 +330,7 @@ class Trainer:
                 "stateful": {k: v.state_dict() for k, v in self.stateful.items()},
                 "best": self.best,
                 "precision": self.precision,
+                "log_window": {"sums": self.log_sums, "steps": self.log_steps},
             }
             torch.save(state, tmp / STATE_FILE)
         if final.exists():
@@ -356,6 +362,8 @@ class Trainer:
         _set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.best = state.get("best")
+        window = state.get("log_window", {"sums": {}, "steps": 0})  # absent in checkpoints written before it
+        self.log_sums, self.log_steps = dict(window["sums"]), int(window["steps"])
         # A run goes on in the precision it started in (`auto` could resolve otherwise on another machine).
         if self.cfg.precision == "auto" and state.get("precision", self.precision) != self.precision:
             log.info("precision: %s, as the run started (auto would pick %s here)", state["precision"], self.precision)
@@ -411,7 +419,6 @@ class Trainer:
                    disable=not (cfg.progress and self.dist.main))
         tokens_since, time_since = 0, time.perf_counter()
         started = time.perf_counter()
-        sums: dict[str, float] = {}
         last: dict[str, Any] = {}
         self.model.train()
         while self.step < cfg.max_steps:
@@ -426,7 +433,7 @@ class Trainer:
                 tokens_since += batch.num_tokens() if hasattr(batch, "num_tokens") else 0
                 for key, value in out.items():
                     value = value.detach() if isinstance(value, torch.Tensor) else value
-                    sums[key] = sums.get(key, 0.0) + float(value) / cfg.grad_accumulation
+                    self.log_sums[key] = self.log_sums.get(key, 0.0) + float(value) / cfg.grad_accumulation
             if self.step < cfg.frozen_steps:
                 # No gradient, no update: AdamW skips a parameter whose grad is None (no moments,
                 # no weight decay), and clipping measures only what will move.
@@ -440,17 +447,17 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
             self.step += 1
+            self.log_steps += 1
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                 elapsed = time.perf_counter() - time_since
-                n = cfg.log_every if self.step % cfg.log_every == 0 else self.step % cfg.log_every
                 record = {"step": self.step, "lr": self.scheduler.get_last_lr()[0]}
-                record.update({k: v / n for k, v in sums.items()})
+                record.update({k: v / self.log_steps for k, v in self.log_sums.items()})
                 record["tokens_per_s"] = tokens_since * self.dist.world / elapsed if elapsed > 0 else 0.0
                 self._log(record, writer)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k not in ("step", "lr")}, refresh=False)
                 last = record
-                sums, tokens_since, time_since = {}, 0, time.perf_counter()
+                self.log_sums, self.log_steps, tokens_since, time_since = {}, 0, 0, time.perf_counter()
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
                 self._run_eval(writer)
             if cfg.save_every and self.step % cfg.save_every == 0:
