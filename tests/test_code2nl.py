@@ -287,14 +287,20 @@ def test_generate_writes_a_summary_for_every_function_of_a_source_tree(c2n_run, 
     assert "no reference summaries" in capsys.readouterr().err
 
 
-def test_the_ir_baseline_gives_each_function_its_nearest_training_summary(tmp_path):
+def test_the_ir_baseline_gives_each_function_its_nearest_training_summary(tmp_path, monkeypatch):
     from codebert.backbone import PACKAGED_MINILM
     from codebert.code2nl.data import read_csn
-    from codebert.experiments.ir_baseline import Code2nlBaselineConfig, main
+    from codebert.experiments.ir_baseline import BiEncoder, Code2nlBaselineConfig, main
     from conftest import CORPUS
 
-    figures = main(load_config(Code2nlBaselineConfig, None, {"model": PACKAGED_MINILM, "data": str(CORPUS), "out": str(tmp_path),
-                                                             "max_records": "8", "progress": "false", "threads": "1"}))
+    flags = {"model": PACKAGED_MINILM, "data": str(CORPUS), "out": str(tmp_path), "max_records": "8", "progress": "false", "threads": "1"}
+    figures = main(load_config(Code2nlBaselineConfig, None, flags))
+    # the training functions' vectors are kept: a second run encodes the test functions alone, and agrees
+    encoded, vectors = [], BiEncoder.vectors
+    monkeypatch.setattr(BiEncoder, "vectors", lambda self, texts, *a: encoded.append(len(texts)) or vectors(self, texts, *a))
+    again = main(load_config(Code2nlBaselineConfig, None, flags))
+    assert encoded == [8] and again["python"] == figures["python"]
+    monkeypatch.undo()
     train = read_csn(CORPUS, "train", ["python"], 0)
     lines = (tmp_path / "predictions.txt").read_text().splitlines()
     assert len(lines) == 8 == figures["python_examples"] and figures["python_train"] == len(train.ids)
