@@ -297,7 +297,7 @@ def test_the_ir_baseline_gives_each_function_its_nearest_training_summary(tmp_pa
     figures = main(load_config(Code2nlBaselineConfig, None, flags))
     # the training functions' vectors are kept: a second run encodes the test functions alone, and agrees
     encoded, vectors = [], BiEncoder.vectors
-    monkeypatch.setattr(BiEncoder, "vectors", lambda self, texts, *a: encoded.append(len(texts)) or vectors(self, texts, *a))
+    monkeypatch.setattr(BiEncoder, "vectors", lambda self, texts, *a, **k: encoded.append(len(texts)) or vectors(self, texts, *a, **k))
     again = main(load_config(Code2nlBaselineConfig, None, flags))
     assert encoded == [8] and again["python"] == figures["python"]
     monkeypatch.undo()

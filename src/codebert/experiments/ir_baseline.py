@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 from transformers.utils import logging as hf_logging
 
 from codebert.code2nl.data import read_csn
@@ -68,8 +69,10 @@ def main(cfg: Code2nlBaselineConfig) -> dict[str, Any]:
     for lang in languages:
         train = read_csn(cfg.data, "train", [lang], cfg.max_train)
         test = read_csn(cfg.data, cfg.split, [lang], cfg.max_records)
-        train_vectors = _train_vectors(encoder, cfg, lang, train.sources)
-        test_vectors = encoder.vectors(test.sources, encoder.spec.max_length, cfg.batch_size)
+        with tqdm(total=len(train.ids) + len(test.ids), desc=f"{lang} vectors", unit="fn", dynamic_ncols=True,
+                  disable=not cfg.progress) as bar:
+            train_vectors = _train_vectors(encoder, cfg, lang, train.sources, bar)
+            test_vectors = encoder.vectors(test.sources, encoder.spec.max_length, cfg.batch_size, bar)
         nearest = np.concatenate([np.argmax(block @ train_vectors.T, axis=1) for block in np.array_split(test_vectors, max(1, len(test_vectors) // 512))])
         predictions = [train.targets[j][0] for j in nearest]
         figures[lang] = bleu_of(predictions, test)
@@ -89,7 +92,7 @@ def main(cfg: Code2nlBaselineConfig) -> dict[str, Any]:
     return figures
 
 
-def _train_vectors(encoder: BiEncoder, cfg: Code2nlBaselineConfig, lang: str, sources: list[str]) -> np.ndarray:
+def _train_vectors(encoder: BiEncoder, cfg: Code2nlBaselineConfig, lang: str, sources: list[str], bar) -> np.ndarray:
     """The training functions' vectors: read from --out/vectors/ where the same model encoded the same
     functions at the same length before, else encoded and kept there (written whole or not at all)."""
     key = {"model": str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model,
@@ -97,8 +100,9 @@ def _train_vectors(encoder: BiEncoder, cfg: Code2nlBaselineConfig, lang: str, so
            "sources_sha1": hashlib.sha1("\n".join(sources).encode("utf-8")).hexdigest()}
     vectors_path, key_path = cfg.out / "vectors" / f"{lang}.npy", cfg.out / "vectors" / f"{lang}.json"
     if vectors_path.is_file() and key_path.is_file() and json.loads(key_path.read_text()) == key:
+        bar.update(len(sources))
         return np.load(vectors_path)
-    vectors = encoder.vectors(sources, encoder.spec.max_length, cfg.batch_size)
+    vectors = encoder.vectors(sources, encoder.spec.max_length, cfg.batch_size, bar)
     with atomic_write(vectors_path, binary=True) as f:
         np.save(f, vectors)
     with atomic_write(key_path) as f:  # after the vectors: a key never names vectors that are not there

@@ -112,9 +112,9 @@ class BiEncoder:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return BiEncoder(spec, tokenizer, Layout.of(tokenizer), device, load_bi_encoder(model, spec.pooling).to(device).eval())
 
-    def vectors(self, texts: list[str], max_length: int, batch_size: int) -> np.ndarray:
-        """Unit vectors of texts (queries: the spec's query_length; code: its max_length)."""
-        return encode_all(self.model, encode_texts(self.tokenizer, texts), max_length, batch_size, self.device, self.layout).numpy()
+    def vectors(self, texts: list[str], max_length: int, batch_size: int, bar=None) -> np.ndarray:
+        """Unit vectors of texts (queries: the spec's query_length; code: its max_length); `bar`: a tqdm bar to advance."""
+        return encode_all(self.model, encode_texts(self.tokenizer, texts), max_length, batch_size, self.device, self.layout, bar).numpy()
 
 
 def main(cfg: SearchEvaluateConfig) -> dict[str, Any]:

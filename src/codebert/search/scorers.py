@@ -102,12 +102,16 @@ def full_ranking_mrr(query_vectors: np.ndarray, code_vectors: np.ndarray, rerank
 
 
 @torch.no_grad()
-def encode_all(model, sequences: list[np.ndarray], max_length: int, batch_size: int, device, layout: Layout = ROBERTA) -> torch.Tensor:
-    """Unit vectors of every sequence, batched by length (sorted), returned in input order."""
+def encode_all(model, sequences: list[np.ndarray], max_length: int, batch_size: int, device, layout: Layout = ROBERTA,
+               bar=None) -> torch.Tensor:
+    """Unit vectors of every sequence, batched by length (sorted), returned in input order; `bar`: a
+    tqdm bar advanced by each batch's size."""
     order = np.argsort([len(s) for s in sequences], kind="stable")
     out = torch.empty((len(sequences), model.encoder.config.hidden_size))
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         ids, mask = single_inputs([sequences[i] for i in idx], max_length, layout)
         out[torch.from_numpy(idx)] = model(ids.to(device), mask.to(device)).float().cpu()
+        if bar is not None:
+            bar.update(len(idx))
     return out
