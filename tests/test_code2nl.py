@@ -331,6 +331,25 @@ def test_the_cpu_recipe_trains_the_decoder_alone_and_keeps_the_options_given(tmp
     assert trained.copy_gate.weight.abs().sum() > 0
 
 
+def test_the_top_encoder_layer_trains_beside_a_frozen_encoder_at_its_own_rate(tmp_path, tiny_model_dir, monkeypatch):
+    from codebert.training import loop
+
+    groups = []
+    param_groups = loop._param_groups
+    monkeypatch.setattr(loop, "_param_groups", lambda *a: groups.extend(param_groups(*a)) or groups)
+    flags = {"model": str(tiny_model_dir), "data": str(CORPUS), "out": str(tmp_path / "run"), "progress": "false",
+             "threads": "1", "recipe": "cpu", "max_steps": "4", "eval_every": "0", "learning_rate": "0.003",
+             "max_source_length": "64", "max_target_length": "16", "valid_examples": "8", "precision": "fp32",
+             "encoder_train_layers": "1", "encoder_lr_scale": "0.1"}
+    code2nl.finetune_main(load_config(code2nl.Code2nlFinetuneConfig, None, flags))
+    start, trained = load_seq2seq(tiny_model_dir).encoder.state_dict(), load_seq2seq(tmp_path / "run" / "final").encoder.state_dict()
+    top = f"encoder.layer.{len(load_seq2seq(tiny_model_dir).encoder.encoder.layer) - 1}."
+    moved = {name for name in start if not torch.equal(start[name], trained[name])}
+    assert moved and all(name.startswith(top) for name in moved)  # the top layer alone; embeddings and the rest held
+    rates = sorted({g["initial_lr"] for g in groups if g["params"]})  # (the schedule has moved "lr" since)
+    assert rates == pytest.approx([0.0003, 0.003])  # the layer at 0.1 of the decoder's rate
+
+
 @pytest.mark.parametrize("recipe, device, expected", [("auto", "cpu", "cpu"), ("auto", "cuda", "paper"), ("paper", "cpu", "paper"),
                                                       ("cpu", "cuda", "cpu")])
 def test_the_recipe_follows_the_device_unless_named(tiny_model_dir, tmp_path, recipe, device, expected):

@@ -65,6 +65,10 @@ class Code2nlFinetuneConfig(FinetuneConfig):
         "documents that follow the code in under 2 hours (CPU_RECIPE: the encoder frozen, a copying 2-layer decoder at "
         "lr 1e-3, identifiers split, 128 source tokens, 1,000 steps of 32); it changes only the options you do not give; auto: paper on a GPU, cpu on a CPU")
     frozen_encoder: bool = option(False, "train the decoder alone: the pre-trained encoder is not updated (recipe cpu: on)")
+    encoder_train_layers: int = option(0, "with --frozen-encoder: the encoder's top N layers still train, at --learning-rate "
+                                          "times --encoder-lr-scale (a step then also costs their backward pass)")
+    encoder_lr_scale: float = option(0.05, "the learning rate of the encoder layers that train beside a frozen encoder, as a "
+                                           "fraction of --learning-rate (0.05 of the CPU recipe's 1e-3: the paper's 5e-5)")
     copy: bool = option(False, "a pointer-generator copy distribution over the source's tokens beside the vocabulary's "
                                "(See et al., 2017; recipe cpu: on)")
     split_identifiers: bool = option(False, "camelCase identifiers of the source split into words (recipe cpu: on)")
@@ -89,6 +93,8 @@ class Code2nlFinetuneConfig(FinetuneConfig):
             problems.append("--max-source-length must be in [8, 512], --max-target-length in [4, 512]")
         if self.decoder_layers < 1:
             problems.append("--decoder-layers: must be >= 1")
+        if self.encoder_train_layers < 0 or self.encoder_lr_scale <= 0:
+            problems.append("--encoder-train-layers: must be >= 0; --encoder-lr-scale: > 0")
         if self.decoder_ffn < 0:
             problems.append("--decoder-ffn: must be >= 0 (0: the encoder's intermediate size)")
         if self.beam_size < 1 or self.valid_beam_size < 1:
@@ -214,8 +220,8 @@ def finetune_main(cfg: Code2nlFinetuneConfig) -> dict[str, Any]:
     model = load_seq2seq(cfg.model, spec, from_scratch=cfg.from_scratch, dropout=cfg.dropout)
     model.spec = spec
     if cfg.frozen_encoder:
-        model.frozen_encoder = True
         model.encoder.requires_grad_(False)  # out of the optimizer (and of DDP's gradient sync)
+        model.frozen_encoder = _unfreeze_top_layers(model, cfg.encoder_train_layers, cfg.encoder_lr_scale) == 0
     corpus = EncodedPairs(encode_texts(tokenizer, model_sources(train.sources, spec.split_identifiers)),
                           encode_texts(tokenizer, [t[0] for t in train.targets]))
     valid_encoded = EncodedPairs(encode_texts(tokenizer, model_sources(valid.sources, spec.split_identifiers)),
@@ -286,6 +292,24 @@ class Code2nlEvaluateConfig:
         if self.max_records < 0 or self.threads < 0:
             problems.append("--max-records and --threads: must be >= 0")
         return problems
+
+
+def _unfreeze_top_layers(model: Seq2Seq, count: int, lr_scale: float) -> int:
+    """The encoder's top `count` layers train again (at `lr_scale` of the rate); how many there are.
+
+    The layers below them and the embeddings stay frozen and record no graph (nothing they compute
+    requires a gradient), so a step costs the top layers' backward pass beyond the frozen recipe's.
+    """
+    if count == 0:
+        return 0
+    layers = model.encoder.encoder.layer  # BERT- and RoBERTa-family encoders alike
+    if count > len(layers):
+        raise UserError(f"--encoder-train-layers {count}: the encoder has {len(layers)} layers")
+    first = len(layers) - count
+    for layer in layers[first:]:
+        layer.requires_grad_(True)
+    model.lr_scales = {f"encoder.encoder.layer.{i}.": lr_scale for i in range(first, len(layers))}
+    return count
 
 
 def generate_main(cfg: Code2nlEvaluateConfig) -> dict[str, Any]:

@@ -194,13 +194,21 @@ def resolve_resume(out: Path, resume: str | None) -> Path | None:
     return path
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
+def _param_groups(model: torch.nn.Module, weight_decay: float, learning_rate: float) -> list[dict]:
+    """AdamW's groups: weight decay on matrices only; a model may hold `lr_scales` ({parameter-name
+    prefix: factor}) for parts that learn at a fraction of the rate (a pre-trained layer beside new heads)."""
+    scales: dict[str, float] = getattr(model, "lr_scales", {}) or {}
+    # The two groups every run had before scales existed come first, in their order, so that older
+    # checkpoints' optimizer states still load; scaled groups follow in parameter order.
+    groups: dict[tuple[float, bool], list] = {(1.0, True): [], (1.0, False): []}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        scale = next((f for prefix, f in scales.items() if name.startswith(prefix)), 1.0)
+        decays = not (param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name)
+        groups.setdefault((scale, decays), []).append(param)
+    return [{"params": params, "weight_decay": weight_decay if decays else 0.0, "lr": learning_rate * scale}
+            for (scale, decays), params in groups.items()]
 
 
 def steps_for_epochs(epochs: float, batches_per_epoch: int, grad_accumulation: int) -> int:
@@ -287,7 +295,7 @@ class Trainer:
             raise UserError("--frozen-steps: this stage names no part of the model to freeze")
         self.model = model.to(device)
         self.optimizer = torch.optim.AdamW(
-            _param_groups(self.model, cfg.weight_decay), lr=cfg.learning_rate,
+            _param_groups(self.model, cfg.weight_decay, cfg.learning_rate), lr=cfg.learning_rate,
             betas=(0.9, cfg.adam_beta2), eps=cfg.adam_epsilon,
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_schedule(cfg.warmup_steps, cfg.max_steps))
