@@ -302,7 +302,9 @@ def _unfreeze_top_layers(model: Seq2Seq, count: int, lr_scale: float) -> int:
     """
     if count == 0:
         return 0
-    layers = model.encoder.encoder.layer  # BERT- and RoBERTa-family encoders alike
+    layers = getattr(getattr(model.encoder, "encoder", None), "layer", None)  # BERT- and RoBERTa-family encoders alike
+    if layers is None:
+        raise UserError(f"--encoder-train-layers: {type(model.encoder).__name__} has no encoder.layer list to train the top of")
     if count > len(layers):
         raise UserError(f"--encoder-train-layers {count}: the encoder has {len(layers)} layers")
     first = len(layers) - count
