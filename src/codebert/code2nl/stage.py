@@ -340,14 +340,15 @@ def evaluate_main(cfg: Code2nlEvaluateConfig, score: bool = True) -> dict[str, A
         languages = cfg.language or sorted({i.split("-")[0] for i in read_csn(cfg.data, cfg.split, [], 1).ids})
         groups = {lang: read_csn(cfg.data, cfg.split, [lang], cfg.max_records) for lang in languages}
     cfg.out.mkdir(parents=True, exist_ok=True)
+    # The beam's rules: the model's unless given (resolved once, for generation and for results.json alike).
+    repeats = model.spec.no_repeat_ngram if cfg.no_repeat_ngram < 0 else cfg.no_repeat_ngram
+    penalty = model.spec.length_penalty if cfg.length_penalty is None else cfg.length_penalty
     figures: dict[str, Any] = {"model": str(cfg.model), "label": cfg.label or cfg.model.parent.name, "beam": beam,
-                               "no_repeat_ngram": model.spec.no_repeat_ngram if cfg.no_repeat_ngram < 0 else cfg.no_repeat_ngram,
-                               "length_penalty": model.spec.length_penalty if cfg.length_penalty is None else cfg.length_penalty}
+                               "no_repeat_ngram": repeats, "length_penalty": penalty}
     pred_lines, ref_lines, written = [], [], []
     layout = Layout.of(tokenizer)
     for lang, pairs in groups.items():
-        predictions = generate(model, tokenizer, pairs.sources, beam, cfg.batch_size, cfg.progress,
-                               None if cfg.no_repeat_ngram < 0 else cfg.no_repeat_ngram, cfg.length_penalty)
+        predictions = generate(model, tokenizer, pairs.sources, beam, cfg.batch_size, cfg.progress, repeats, penalty)
         written += predictions
         if places:  # a source tree: each summary beside the function's place and its own doc comment
             figures["summaries"] = [{**place, "summary": p, "docstring": t[0]} for place, p, t in zip(places, predictions, pairs.targets)]
