@@ -195,6 +195,21 @@ def test_batched_beam_search_equals_searching_each_source_alone(c2n_run, tiny_mo
         assert batched == alone
 
 
+@pytest.mark.parametrize("copy", [False, True])
+def test_a_least_length_keeps_every_document_open_until_it_has_that_many_tokens(tiny_model_dir, copy):
+    model = random_seq2seq(tiny_model_dir, seed=5, copy=copy)
+    # </s> made likely at every step (a trained decoder's habit of ending after a few tokens)
+    model.lm_head.register_forward_hook(lambda module, inputs, logits: logits + 50.0 * (torch.arange(logits.shape[-1]) == 2))
+    ids, mask = pad_sequences([[0, 40, 41, 42, 43, 2], [0, 44, 2], [0, 45, 46, 47, 2]], 1)
+    assert max(len(h) for h in beam_search(model, ids, mask, beam=3, max_length=12)) < 4  # without the rule: short
+    for beam in (1, 3):
+        batched = beam_search(model, ids, mask, beam=beam, max_length=12, min_length=6)
+        assert all(len(h) >= 6 and 2 not in h for h in batched)  # none ended early, </s> not written inside
+        alone = [plain_beam_search(model, ids[i : i + 1, : int(mask[i].sum())], mask[i : i + 1, : int(mask[i].sum())], beam, 12,
+                                   min_length=6) for i in range(3)]
+        assert batched == alone
+
+
 def test_the_model_memorises_a_few_docs(tmp_path, tiny_model_dir):
     decoder = "run"
     cfg = finetune_config(tiny_model_dir, tmp_path / decoder, max_records="8", batch_size="8",

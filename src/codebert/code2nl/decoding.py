@@ -2,7 +2,8 @@
 
 As the reference (CodeBERT/code2nl/model.py): a beam search of size 10 whose hypotheses are ranked
 by the sum of token log-probabilities (no length penalty) and end at `</s>`. Beyond it, as options
-(the CPU recipe's): a length penalty on the ended hypotheses and a rule against repeated n-grams.
+(the CPU recipe's): a length penalty on the ended hypotheses, a rule against repeated n-grams, and
+a least length.
 """
 
 from __future__ import annotations
@@ -167,6 +168,19 @@ def ended_score(score: float, tokens: int, length_penalty: float) -> float:
     return score / tokens ** length_penalty if length_penalty else score
 
 
+def block_early_end(log_probs: torch.Tensor, written: int, min_length: int, eos: int) -> torch.Tensor:
+    """`log_probs` (rows, V) with -inf on </s> while the rows have written fewer than `min_length`
+    tokens (HF generate's `min_new_tokens`); 0: unchanged.
+
+    Beyond the reference (its beam may end at any length): smoothed BLEU-4's brevity penalty
+    (log BP = 1 - (r + 1) / (h + 1)) costs a 5-token document most of its score against a
+    15-token reference, and a briefly trained decoder ends after ~5 tokens.
+    """
+    if written < min_length:
+        log_probs[:, eos] = -math.inf
+    return log_probs
+
+
 def block_repeats(log_probs: torch.Tensor, histories: list[list[int]], size: int) -> torch.Tensor:
     """`log_probs` (rows, V) with -inf on every token that would repeat an n-gram of `size` tokens
     already in its row's history (HF generate's `no_repeat_ngram_size`); size 0: unchanged.
@@ -188,9 +202,11 @@ def block_repeats(log_probs: torch.Tensor, histories: list[list[int]], size: int
 
 @torch.inference_mode()
 def beam_search(model: Seq2Seq, source_ids: torch.Tensor, source_mask: torch.Tensor, beam: int, max_length: int,
-                bos: int = 0, eos: int = 2, no_repeat_ngram: int = 0, length_penalty: float = 0.0) -> list[list[int]]:
+                bos: int = 0, eos: int = 2, no_repeat_ngram: int = 0, length_penalty: float = 0.0,
+                min_length: int = 0) -> list[list[int]]:
     """Best hypothesis per source (without <s> and </s>): sum of log-probabilities (`length_penalty` 0,
-    the reference's), or `ended_score`'s per-token rank.
+    the reference's), or `ended_score`'s per-token rank; none ends before `min_length` tokens
+    (`block_early_end`; 0, the reference's: at any length).
 
     Every source has its own beam (the reference's rule): at each step its open hypotheses are
     extended by their 2 x beam best (hypothesis, token) pairs in score order; a pair ending in </s>
@@ -216,6 +232,7 @@ def beam_search(model: Seq2Seq, source_ids: torch.Tensor, source_mask: torch.Ten
         log_probs = torch.log_softmax(decoder.step(newest).float(), dim=-1)
         if no_repeat_ngram:
             log_probs = block_repeats(log_probs, history.tolist(), no_repeat_ngram)
+        log_probs = block_early_end(log_probs, length - 1, min_length, eos)
         vocab = log_probs.shape[-1]
         candidates = scores[:, None] + log_probs
         keep_rows, keep_tokens, keep_scores, keep_owner = [], [], [], []
@@ -263,7 +280,8 @@ def beam_search(model: Seq2Seq, source_ids: torch.Tensor, source_mask: torch.Ten
 
 @torch.inference_mode()
 def plain_beam_search(model: Seq2Seq, ids: torch.Tensor, mask: torch.Tensor, beam: int, max_length: int,
-                      bos: int = 0, eos: int = 2, no_repeat_ngram: int = 0, length_penalty: float = 0.0) -> list[int]:
+                      bos: int = 0, eos: int = 2, no_repeat_ngram: int = 0, length_penalty: float = 0.0,
+                      min_length: int = 0) -> list[int]:
     """`beam_search`'s rule written plainly, for one unpadded source (1, S): every prefix re-decoded in full.
 
     Kept beside the fast one as its oracle: the tests and benchmarks/code2nl_generation.py check
@@ -275,6 +293,7 @@ def plain_beam_search(model: Seq2Seq, ids: torch.Tensor, mask: torch.Tensor, bea
         n = prefixes.shape[0]
         logits = model.decode(memory.expand(n, -1, -1), mask.expand(n, -1), prefixes, ids.expand(n, -1))[:, -1].float()
         log_probs = block_repeats(torch.log_softmax(logits, dim=-1), prefixes[:, 1:].tolist(), no_repeat_ngram)
+        log_probs = block_early_end(log_probs, prefixes.shape[1] - 1, min_length, eos)
         candidates = (scores[:, None] + log_probs).view(-1)
         top_scores, top = candidates.topk(min(2 * beam, candidates.numel()))
         next_prefixes, next_scores = [], []
@@ -297,9 +316,10 @@ def plain_beam_search(model: Seq2Seq, ids: torch.Tensor, mask: torch.Tensor, bea
 
 
 def generate(model: Seq2Seq, tokenizer, sources: list[str], beam: int, batch_size: int = 16, progress: bool = False,
-             no_repeat_ngram: int | None = None, length_penalty: float | None = None) -> list[str]:
-    """Docs written for each source (ordered as given), decoded to text; `no_repeat_ngram` and
-    `length_penalty`: None, the model's."""
+             no_repeat_ngram: int | None = None, length_penalty: float | None = None,
+             min_length: int | None = None) -> list[str]:
+    """Docs written for each source (ordered as given), decoded to text; `no_repeat_ngram`,
+    `length_penalty` and `min_length`: None, the model's."""
     model.eval()
     spec = model.spec
     layout = Layout.of(tokenizer)
@@ -314,7 +334,8 @@ def generate(model: Seq2Seq, tokenizer, sources: list[str], beam: int, batch_siz
         ids, mask = layout.pad([wrap(encoded[i], spec.max_source_length, layout) for i in idx])
         hyps = beam_search(model, ids.to(device), mask.to(device), beam, spec.max_target_length, bos, eos,
                            spec.no_repeat_ngram if no_repeat_ngram is None else no_repeat_ngram,
-                           spec.length_penalty if length_penalty is None else length_penalty)
+                           spec.length_penalty if length_penalty is None else length_penalty,
+                           spec.min_length if min_length is None else min_length)
         for i, hyp in zip(idx, hyps):
             out[i] = tokenizer.decode(hyp, skip_special_tokens=True).strip()
         bar.update(len(idx))

@@ -58,6 +58,9 @@ class Seq2SeqSpec:
     # Beam search ranks an ended hypothesis by its summed log-probability over length ** this
     # (`decoding.ended_score`; 0: the reference's sum, which prefers short documents).
     length_penalty: float = 0.0
+    # Beam search ends no document before this many tokens (`decoding.block_early_end`; 0: the
+    # reference's beam, which may end at any length).
+    min_length: int = 0
 
 
 class Seq2Seq(nn.Module):

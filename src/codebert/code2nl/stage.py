@@ -76,6 +76,8 @@ class Code2nlFinetuneConfig(FinetuneConfig):
                                      "recipe cpu: 3)")
     length_penalty: float = option(0.0, "the model's beam ranks an ended document by its log-probability over length ** this "
                                         "(HF's length_penalty; 0: the reference's sum, which prefers short documents; recipe cpu: 0.5)")
+    min_length: int = option(0, "the model's beam ends no document before this many tokens (HF's min_new_tokens; 0: the "
+                                "reference's beam, any length)")
     best_metric: Literal["auto", "bleu", "loss"] = option(
         "auto", "what picks best/: bleu (beam BLEU on up to --valid-examples dev items, the reference's checkpoint-best-bleu), "
         "loss (dev loss, its checkpoint-best-ppl); auto: bleu on a GPU, loss on a CPU")
@@ -99,12 +101,15 @@ class Code2nlFinetuneConfig(FinetuneConfig):
             problems.append("--decoder-ffn: must be >= 0 (0: the encoder's intermediate size)")
         if self.beam_size < 1 or self.valid_beam_size < 1:
             problems.append("--beam-size and --valid-beam-size: must be >= 1")
+        if not 0 <= self.min_length < self.max_target_length - 1:
+            problems.append("--min-length: must be >= 0 and below --max-target-length - 1")
         return problems
 
     def spec(self, copy_exclude: list[int] | None = None) -> Seq2SeqSpec:
         return Seq2SeqSpec(self.decoder_layers, self.max_source_length, self.max_target_length, self.beam_size, self.decoder_ffn,
                            copy=self.copy, copy_exclude=list(copy_exclude or []), split_identifiers=self.split_identifiers,
-                           no_repeat_ngram=self.no_repeat_ngram, length_penalty=self.length_penalty)
+                           no_repeat_ngram=self.no_repeat_ngram, length_penalty=self.length_penalty,
+                           min_length=self.min_length)
 
     def resolved_recipe(self, device: torch.device) -> str:
         """`auto`: the paper's recipe where a GPU runs it, the CPU recipe on a CPU."""
@@ -275,6 +280,7 @@ class Code2nlEvaluateConfig:
     no_repeat_ngram: int = option(-1, "never repeat an n-gram of this many tokens (-1: the model's rule; 0: off, the reference's beam)")
     length_penalty: float | None = option(None, "rank ended documents by log-probability over length ** this (default: the "
                                                 "model's; 0: the reference's sum)")
+    min_length: int | None = option(None, "end no document before this many tokens (default: the model's; 0: any length, the reference's)")
     max_records: int = option(0, "generate for at most this many records per language (0: all)")
     batch_size: int = option(16, "sources per batch")
     label: str = option("", "row name in tables (default: the model folder)")
@@ -287,6 +293,8 @@ class Code2nlEvaluateConfig:
             problems.append("--beam-size: must be >= 0 (0: the model's)")
         if self.no_repeat_ngram < -1:
             problems.append("--no-repeat-ngram: must be >= -1 (-1: the model's)")
+        if self.min_length is not None and self.min_length < 0:
+            problems.append("--min-length: must be >= 0")
         if self.batch_size < 1:
             problems.append("--batch-size: must be >= 1")
         if self.max_records < 0 or self.threads < 0:
@@ -343,12 +351,13 @@ def evaluate_main(cfg: Code2nlEvaluateConfig, score: bool = True) -> dict[str, A
     # The beam's rules: the model's unless given (resolved once, for generation and for results.json alike).
     repeats = model.spec.no_repeat_ngram if cfg.no_repeat_ngram < 0 else cfg.no_repeat_ngram
     penalty = model.spec.length_penalty if cfg.length_penalty is None else cfg.length_penalty
+    least = model.spec.min_length if cfg.min_length is None else cfg.min_length
     figures: dict[str, Any] = {"model": str(cfg.model), "label": cfg.label or cfg.model.parent.name, "beam": beam,
-                               "no_repeat_ngram": repeats, "length_penalty": penalty}
+                               "no_repeat_ngram": repeats, "length_penalty": penalty, "min_length": least}
     pred_lines, ref_lines, written = [], [], []
     layout = Layout.of(tokenizer)
     for lang, pairs in groups.items():
-        predictions = generate(model, tokenizer, pairs.sources, beam, cfg.batch_size, cfg.progress, repeats, penalty)
+        predictions = generate(model, tokenizer, pairs.sources, beam, cfg.batch_size, cfg.progress, repeats, penalty, least)
         written += predictions
         if places:  # a source tree: each summary beside the function's place and its own doc comment
             figures["summaries"] = [{**place, "summary": p, "docstring": t[0]} for place, p, t in zip(places, predictions, pairs.targets)]
