@@ -16,6 +16,7 @@ from codebert.code2nl.model import Seq2SeqSpec, load_seq2seq
 from codebert.inputs import pad_sequences
 from codebert.bleu import corpus_bleu, read_predictions, read_references
 from codebert.config import load_config, read_preset
+from codebert.errors import UserError
 from codebert.backbone import load_tokenizer
 from conftest import CORPUS
 
@@ -208,6 +209,39 @@ def test_a_least_length_keeps_every_document_open_until_it_has_that_many_tokens(
         alone = [plain_beam_search(model, ids[i : i + 1, : int(mask[i].sum())], mask[i : i + 1, : int(mask[i].sum())], beam, 12,
                                    min_length=6) for i in range(3)]
         assert batched == alone
+
+
+def test_a_decoder_started_from_the_encoder_computes_the_encoders_layers_where_its_source_is_silent(tiny_model_dir):
+    from transformers import AutoConfig
+
+    from codebert.code2nl.model import warm_start_decoder
+
+    act = AutoConfig.from_pretrained(tiny_model_dir).hidden_act
+    torch.manual_seed(0)
+    model = load_seq2seq(tiny_model_dir, Seq2SeqSpec(decoder_layers=2, decoder_ffn=0, decoder_activation=act), dropout=0.0).eval()
+    token = torch.tensor([[57]])
+    expected = model.encoder(input_ids=token, output_hidden_states=True).hidden_states[2]
+    memory = torch.randn(1, 3, model.encoder.config.hidden_size)
+    with torch.no_grad():
+        for layer in model.decoder.layers:  # the cross-attention silenced: what is left is the encoder's layer
+            layer.multihead_attn.out_proj.weight.zero_()
+            layer.multihead_attn.out_proj.bias.zero_()
+        started_at_random = model.decoder(model.encoder.embeddings(input_ids=token), memory)
+        warm_start_decoder(model)
+        started = model.decoder(model.encoder.embeddings(input_ids=token), memory)
+    torch.testing.assert_close(started, expected, atol=1e-3, rtol=0)
+    assert (started_at_random - expected).abs().max() > 0.1
+    with pytest.raises(ValueError, match="feed-forward width and activation"):
+        warm_start_decoder(load_seq2seq(tiny_model_dir, Seq2SeqSpec(decoder_layers=1, decoder_ffn=128, decoder_activation=act)))
+
+
+def test_finetuning_with_a_decoder_started_from_the_encoder(tmp_path, tiny_model_dir):
+    figures = code2nl.finetune_main(finetune_config(tiny_model_dir, tmp_path / "run", decoder_init="encoder", max_steps="4",
+                                                    eval_every="0", save_every="0"))
+    spec = load_seq2seq(tmp_path / "run" / "best").spec
+    assert (spec.decoder_ffn, spec.decoder_activation) == (0, "gelu") and figures["step"] == 4
+    with pytest.raises(UserError, match="cannot start from an encoder of 2"):
+        code2nl.finetune_main(finetune_config(tiny_model_dir, tmp_path / "deep", decoder_init="encoder", decoder_layers="3"))
 
 
 def test_the_model_memorises_a_few_docs(tmp_path, tiny_model_dir):

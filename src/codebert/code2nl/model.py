@@ -61,6 +61,9 @@ class Seq2SeqSpec:
     # Beam search ends no document before this many tokens (`decoding.block_early_end`; 0: the
     # reference's beam, which may end at any length).
     min_length: int = 0
+    # The decoder layers' feed-forward activation: relu, nn.TransformerDecoderLayer's default (the
+    # reference's); gelu for a decoder warm-started from the encoder's layers (`warm_start_decoder`).
+    decoder_activation: str = "relu"
 
 
 class Seq2Seq(nn.Module):
@@ -70,7 +73,7 @@ class Seq2Seq(nn.Module):
         self.encoder, self.spec = encoder, spec
         layer = nn.TransformerDecoderLayer(d_model=config.hidden_size, nhead=config.num_attention_heads,
                                            dim_feedforward=spec.decoder_ffn or config.intermediate_size,
-                                           dropout=config.hidden_dropout_prob,
+                                           dropout=config.hidden_dropout_prob, activation=spec.decoder_activation,
                                            batch_first=True)
         self.decoder = nn.TransformerDecoder(layer, num_layers=spec.decoder_layers)
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
@@ -129,6 +132,40 @@ class Seq2Seq(nn.Module):
         memory = self.encode(batch.source_ids, batch.source_mask)
         logits = self.decode(memory, batch.source_mask, batch.target_ids, batch.source_ids)
         return seq2seq_loss(logits, batch.target_ids, batch.target_mask, log_probs=self.spec.copy)
+
+
+def warm_start_decoder(model: Seq2Seq) -> None:
+    """Each decoder layer i starts as the encoder's layer i (Rothe et al., 2020, "Leveraging
+    Pre-trained Checkpoints for Sequence Generation Tasks": BERT2BERT against BERT2RND): its
+    self-attention, feed-forward and their layer norms copied; the cross-attention (and its norm)
+    stays as initialised, as theirs. Beyond the paper (its decoder starts at random).
+
+    The bottom layers, not the top: the decoder reads the same token embeddings (the encoder's own
+    embedding layer) that the encoder's first layers were trained on. Needs a decoder of the
+    encoder's shape: its feed-forward width and activation (`decoder_ffn` 0, `decoder_activation`
+    the encoder's), no more layers than it has. BERT- and RoBERTa-family encoders (one layout).
+    """
+    config = model.encoder.config
+    layers = getattr(getattr(model.encoder, "encoder", None), "layer", None)
+    if layers is None:
+        raise ValueError(f"{type(model.encoder).__name__} has no encoder.layer list to start the decoder from")
+    if len(model.decoder.layers) > len(layers):
+        raise ValueError(f"a decoder of {len(model.decoder.layers)} layers cannot start from an encoder of {len(layers)}")
+    if (model.spec.decoder_ffn or config.intermediate_size) != config.intermediate_size or model.spec.decoder_activation != config.hidden_act:
+        raise ValueError("a decoder started from the encoder needs its feed-forward width and activation "
+                         f"({config.intermediate_size}, {config.hidden_act})")
+    with torch.no_grad():
+        for decoder_layer, encoder_layer in zip(model.decoder.layers, layers):
+            attention = encoder_layer.attention.self
+            decoder_layer.self_attn.in_proj_weight.copy_(torch.cat([attention.query.weight, attention.key.weight, attention.value.weight]))
+            decoder_layer.self_attn.in_proj_bias.copy_(torch.cat([attention.query.bias, attention.key.bias, attention.value.bias]))
+            for target, source in ((decoder_layer.self_attn.out_proj, encoder_layer.attention.output.dense),
+                                   (decoder_layer.norm1, encoder_layer.attention.output.LayerNorm),
+                                   (decoder_layer.linear1, encoder_layer.intermediate.dense),
+                                   (decoder_layer.linear2, encoder_layer.output.dense),
+                                   (decoder_layer.norm3, encoder_layer.output.LayerNorm)):
+                target.weight.copy_(source.weight)
+                target.bias.copy_(source.bias)
 
 
 def seq2seq_loss(logits: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor, reduction: str = "mean",

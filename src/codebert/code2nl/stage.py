@@ -24,12 +24,14 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from transformers import AutoConfig
 from transformers.utils import logging as hf_logging
 
 from codebert.bleu import corpus_bleu, split_punctuation
 from codebert.code2nl.data import EncodedPairs, Pairs, Seq2SeqBatch, model_sources, read_codenn, read_csn, read_tree, wrap
 from codebert.code2nl.decoding import generate
-from codebert.code2nl.model import DECODER_FILE, SPEC_FILE, Seq2Seq, Seq2SeqSpec, load_seq2seq, save_seq2seq, seq2seq_loss
+from codebert.code2nl.model import (DECODER_FILE, SPEC_FILE, Seq2Seq, Seq2SeqSpec, load_seq2seq, save_seq2seq, seq2seq_loss,
+                                    warm_start_decoder)
 from codebert.config import given_options, option
 from codebert.io import atomic_write
 from codebert import model_card
@@ -38,7 +40,7 @@ from codebert.inputs import Layout
 from codebert.inputs import encode_texts
 from codebert.tables import format_table, numeric_table
 from codebert.training.stage import FinetuneConfig, TrainingStage, load_wrapped_encoder
-from codebert.backbone import load_tokenizer
+from codebert.backbone import load_tokenizer, resolve
 
 
 # ------------------------------------------------------------------------------------ configs
@@ -64,6 +66,10 @@ class Code2nlFinetuneConfig(FinetuneConfig):
         "auto", "paper: the reference's settings (the defaults above); cpu: beyond the paper, what a 2-core CPU trains to "
         "documents that follow the code in under 2 hours (CPU_RECIPE: the encoder frozen, a copying 2-layer decoder at "
         "lr 1e-3, identifiers split, 128 source tokens, 1,000 steps of 32); it changes only the options you do not give; auto: paper on a GPU, cpu on a CPU")
+    decoder_init: Literal["random", "encoder"] = option(
+        "random", "random: the decoder starts at random (the paper's); encoder: each decoder layer starts as the encoder's "
+        "layer of the same depth, cross-attention at random (BERT2BERT, Rothe et al. 2020; its feed-forward width and "
+        "activation then the encoder's)")
     frozen_encoder: bool = option(False, "train the decoder alone: the pre-trained encoder is not updated (recipe cpu: on)")
     encoder_train_layers: int = option(0, "with --frozen-encoder: the encoder's top N layers still train, at --learning-rate "
                                           "times --encoder-lr-scale (a step then also costs their backward pass)")
@@ -208,6 +214,14 @@ def source_shuffle_losses(model: Seq2Seq, pairs: EncodedPairs, layout: Layout, b
     return figures
 
 
+def _encoder_shaped(spec: Seq2SeqSpec, cfg: Code2nlFinetuneConfig) -> Seq2SeqSpec:
+    """The decoder's feed-forward width and activation made the encoder's (what `--decoder-init
+    encoder` copies into); a --decoder-ffn given on the command line is kept (and refused later if
+    it differs)."""
+    width = spec.decoder_ffn if "decoder_ffn" in given_options(cfg) else 0
+    return dataclasses.replace(spec, decoder_ffn=width, decoder_activation=AutoConfig.from_pretrained(resolve(cfg.model)).hidden_act)
+
+
 def finetune_main(cfg: Code2nlFinetuneConfig) -> dict[str, Any]:
     # The recipe is settled before the stage starts (its seeds, its run_config.json): on this device.
     recipe = cfg.resolved_recipe(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
@@ -222,8 +236,17 @@ def finetune_main(cfg: Code2nlFinetuneConfig) -> dict[str, Any]:
         keep = np.random.default_rng(cfg.seed).choice(len(valid.ids), cfg.valid_examples, replace=False)
         valid = Pairs([valid.ids[i] for i in keep], [valid.sources[i] for i in keep], [valid.targets[i] for i in keep])
     spec = cfg.spec(copy_exclude=tokenizer.all_special_ids)
+    if cfg.decoder_init == "encoder":
+        spec = _encoder_shaped(spec, cfg)
     model = load_seq2seq(cfg.model, spec, from_scratch=cfg.from_scratch, dropout=cfg.dropout)
     model.spec = spec
+    if cfg.decoder_init == "encoder":
+        if (Path(resolve(cfg.model)) / SPEC_FILE).is_file():
+            raise UserError(f"--decoder-init encoder: {cfg.model} is a code2nl model already (its decoder is trained)")
+        try:
+            warm_start_decoder(model)
+        except ValueError as exc:
+            raise UserError(f"--decoder-init encoder: {exc}") from None
     if cfg.frozen_encoder:
         model.encoder.requires_grad_(False)  # out of the optimizer (and of DDP's gradient sync)
         model.frozen_encoder = _unfreeze_top_layers(model, cfg.encoder_train_layers, cfg.encoder_lr_scale) == 0
