@@ -146,6 +146,24 @@ def test_the_copy_distribution_is_a_distribution_that_writes_the_sources_own_tok
     torch.testing.assert_close(ratio[0, :, 60], gate[0, :, 0], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("copy", [False, True])
+def test_the_training_loss_is_the_loss_of_decodes_scores(tiny_model_dir, copy):
+    from codebert.code2nl.data import Seq2SeqBatch
+    from codebert.code2nl.model import seq2seq_loss
+
+    model = random_seq2seq(tiny_model_dir, seed=6, copy=copy)
+    ids, mask = pad_sequences([[0, 40, 41, 42, 41, 2], [0, 44, 2], [0, 45, 46, 47, 2]], 1)
+    targets, target_mask = pad_sequences([[0, 41, 9, 42, 2], [0, 44, 44, 2], [0, 2]], 1)  # copyable, not, padding
+    batch = Seq2SeqBatch(ids, mask, targets, target_mask)
+    fast = model(batch)
+    fast_grads = torch.autograd.grad(fast, [model.dense.weight, *([model.copy_gate.weight] if copy else [])])
+    slow = seq2seq_loss(model.decode(model.encode(ids, mask), mask, targets, ids), targets, target_mask, log_probs=copy)
+    slow_grads = torch.autograd.grad(slow, [model.dense.weight, *([model.copy_gate.weight] if copy else [])])
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    for a, b in zip(fast_grads, slow_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("copy, repeats, alpha", [(False, 0, 0.0), (True, 0, 0.0), (True, 2, 0.0), (True, 0, 1.0), (False, 2, 2.0)])
 def test_beam_search_of_a_copying_decoder_equals_the_plain_search(tiny_model_dir, copy, repeats, alpha):
     model = random_seq2seq(tiny_model_dir, seed=4, copy=copy)

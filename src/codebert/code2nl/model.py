@@ -129,9 +129,33 @@ class Seq2Seq(nn.Module):
         return torch.log(probs.clamp_min(1e-12))
 
     def forward(self, batch: Seq2SeqBatch) -> torch.Tensor:
+        """The training loss: `seq2seq_loss(decode(...))`'s value, computed on the target tokens alone.
+
+        `decode` scores every position against the whole vocabulary, padding included, and the copy
+        then builds, normalises and takes the log of a (B, T, V) distribution: on a CPU those V-sized
+        passes and their backward were over half of a step. Here the output layer runs only on the
+        positions that count, and a copying decoder's probability of each target token is
+        g * exp(logit - logsumexp(logits)) + (1 - g) * (its copy attention), read directly.
+        tests/test_code2nl.py checks the value against `decode`'s.
+        """
         memory = self.encode(batch.source_ids, batch.source_mask)
-        logits = self.decode(memory, batch.source_mask, batch.target_ids, batch.source_ids)
-        return seq2seq_loss(logits, batch.target_ids, batch.target_mask, log_probs=self.spec.copy)
+        target_ids, source_mask = batch.target_ids, batch.source_mask
+        target = self.encoder.embeddings(input_ids=target_ids)
+        length = target_ids.shape[1]
+        causal = torch.triu(torch.full((length, length), float("-inf"), device=target.device), diagonal=1)
+        out = self.decoder(target, memory, tgt_mask=causal, memory_key_padding_mask=source_mask == 0)[:, :-1]
+        labels, active = target_ids[:, 1:], batch.target_mask[:, 1:].bool()
+        logits = self.lm_head(torch.tanh(self.dense(out[active]))).float()  # (tokens, V): padding never reaches V
+        if not self.spec.copy:
+            return F.cross_entropy(logits, labels[active])
+        scores = torch.einsum("btd,bsd->bts", self.copy_query(out), memory) / memory.shape[-1] ** 0.5
+        attention = self.copy_attention(scores, batch.source_ids, source_mask)  # (B, T - 1, S)
+        context = torch.einsum("bts,bsd->btd", attention.to(memory.dtype), memory)
+        generate = torch.sigmoid(self.copy_gate(torch.cat([out, context.to(out.dtype)], dim=-1)).float())[..., 0][active]
+        copied = (attention * (batch.source_ids[:, None, :] == labels[:, :, None])).sum(dim=-1)[active]
+        generate = torch.where(attention.sum(dim=-1)[active] > 0, generate, torch.ones_like(generate))  # nothing to copy: g = 1
+        vocabulary = torch.exp(logits.gather(1, labels[active][:, None])[:, 0] - torch.logsumexp(logits, dim=-1))
+        return -torch.log((generate * vocabulary + (1 - generate) * copied).clamp_min(1e-12)).mean()
 
 
 def warm_start_decoder(model: Seq2Seq) -> None:
