@@ -266,11 +266,20 @@ def test_too_few_test_examples_for_a_group_is_a_clear_error(bi_run, capsys):
     assert "fewer than one group of 1000" in capsys.readouterr().err
 
 
-def test_hard_negatives_are_the_best_bm25_match_that_is_not_the_pair_itself():
+def test_hard_negatives_are_the_best_bm25_match_of_the_querys_language_that_is_not_the_pair_itself():
+    from codebert.search.bm25 import bm25_index, bm25_tokens
+
     examples = load_examples(CORPUS, "train")
+    examples.languages = ["python" if i % 3 else "go" for i in range(len(examples))]  # two languages (the fixture has one)
     hard = finetune.bm25_hard_negatives(examples)
     assert len(hard) == len(examples)
     assert all(h != i and examples.codes[h] != examples.codes[i] for i, h in enumerate(hard))
+    assert all(examples.languages[h] == examples.languages[i] for i, h in enumerate(hard))
+    # the best of its language: for a python query, the top of an index of the python codes alone
+    python = [i for i, lang in enumerate(examples.languages) if lang == "python"]
+    scores = bm25_index([examples.codes[i] for i in python]).get_scores(bm25_tokens(examples.queries[python[0]]))
+    order = [python[j] for j in np.argsort(-scores, kind="stable") if python[j] != python[0]]
+    assert hard[python[0]] == order[0]
 
 
 def test_bad_fine_tuning_options_are_reported_together(capsys, tmp_path):

@@ -14,6 +14,7 @@ hard negative per query), validated by MRR on the valid split's 1,000-candidate 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from codebert.config import option
 from codebert import model_card
 from codebert.errors import UserError
 from codebert.inputs import encode_texts
+from codebert.io import atomic_write
 from codebert.tables import numeric_table
 from codebert.search.data import ClassificationPairs, GROUP_SIZE, SearchExamples, balanced_pairs, evaluation_groups, load_examples
 from codebert.search import hybrid
@@ -62,7 +64,7 @@ class SearchFinetuneConfig(FinetuneConfig):
     temperature: float = option(0.05, "bi: softmax temperature of the in-batch contrastive loss")
     hard_negatives: bool = option(False, "bi: add one hard negative code per query (--hard-negatives-from) as an extra negative")
     hard_negatives_from: Literal["bm25", "model"] = option(
-        "bm25", "bi: bm25: each query's best BM25 match that is not its own code; model: its nearest code of its language by "
+        "bm25", "bi: bm25: each query's best BM25 match among the codes of its language that is not its own; model: its nearest code of its language by "
                 "the starting model's vectors, among those scoring at least --negative-margin below its own (closer ones are "
                 "likely false negatives: another correct answer)")
     negative_margin: float = option(0.05, "bi, --hard-negatives-from model: the least cosine gap below the query's own code")
@@ -186,34 +188,46 @@ def choose_ranking(cfg: SearchFinetuneConfig) -> dict[str, Any]:
                                                  threads=cfg.threads, batch_size=cfg.eval_batch_size))
 
 
-def cached_mined_negatives(cfg: SearchFinetuneConfig, model, tokens: TokenisedExamples, languages: list[str], spec: SearchSpec, device,
-                           layout: Layout) -> np.ndarray:
-    """`mined_hard_negatives` by the starting model, mined once per run: a resumed run reads them
-    back from RUN/hard_negatives.npy rather than encoding the training split again."""
-    path = cfg.out / "hard_negatives.npy"
-    if path.is_file():
-        hard = np.load(path)
-        if len(hard) == len(languages):
-            return hard
+def cached_hard_negatives(cfg: SearchFinetuneConfig, examples: int, mine) -> np.ndarray:
+    """`mine()`'s hard negatives, mined once per run: a resumed run reads them back from
+    RUN/hard_negatives.npy (with the source they came from) rather than mining the training split
+    again (hours for the model's, minutes for BM25's)."""
+    path, source = cfg.out / "hard_negatives.npy", cfg.out / "hard_negatives.json"
+    if path.is_file() and source.is_file() and json.loads(source.read_text()) == {"from": cfg.hard_negatives_from, "examples": examples}:
+        return np.load(path)
+    hard = mine()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, binary=True) as f:
+        np.save(f, hard)
+    with atomic_write(source) as f:  # after the negatives: a record never names negatives that are not there
+        f.write(json.dumps({"from": cfg.hard_negatives_from, "examples": len(hard)}) + "\n")
+    return hard
+
+
+def _model_negatives(cfg: SearchFinetuneConfig, model, tokens: TokenisedExamples, languages: list[str], spec: SearchSpec, device,
+                     layout: Layout) -> np.ndarray:
     log.info("mining hard negatives: encoding %d training queries and codes with the starting model", len(languages))
     model.eval()
     hard = mined_hard_negatives(model, tokens, languages, spec, cfg.negative_margin, cfg.eval_batch_size, device, layout)
     model.train()
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    tmp = cfg.out / ".hard_negatives.npy"
-    np.save(tmp, hard)
-    tmp.rename(path)
     return hard
 
 
 def bm25_hard_negatives(examples: SearchExamples) -> np.ndarray:
-    """For each query, the training code BM25 ranks highest that is not its own (nor an identical copy)."""
-    index = bm25_index(examples.codes)
+    """For each query, the training code of its own language that BM25 ranks highest and that is not
+    its own (nor an identical copy): one index per language, as the test's distractors share the
+    query's language (and a query scores 20,000 codes of csn6's language, not all 120,000)."""
     hard = np.empty(len(examples), dtype=np.int64)
-    results, _ = index.retrieve([bm25_tokens(q) for q in examples.queries], k=min(3, len(examples)), show_progress=False)
-    for i, row in enumerate(results):
-        candidates = [int(j) for j in row if int(j) != i and examples.codes[int(j)] != examples.codes[i]]
-        hard[i] = candidates[0] if candidates else (i + 1) % len(examples)
+    by_language: dict[str, list[int]] = {}
+    for i, lang in enumerate(examples.languages):
+        by_language.setdefault(lang, []).append(i)
+    for members in by_language.values():
+        index = bm25_index([examples.codes[i] for i in members])
+        k = min(3, len(members))
+        results, _ = index.retrieve([bm25_tokens(examples.queries[i]) for i in members], k=k, show_progress=False)
+        for row, i in zip(results, members):
+            candidates = [members[int(j)] for j in row if members[int(j)] != i and examples.codes[members[int(j)]] != examples.codes[i]]
+            hard[i] = candidates[0] if candidates else members[(members.index(i) + 1) % len(members)]
     return hard
 
 
@@ -324,9 +338,9 @@ def main(cfg: SearchFinetuneConfig) -> dict[str, Any]:
         model = load_bi_encoder(cfg.model, cfg.pooling, from_scratch=cfg.from_scratch, dropout=cfg.dropout)
         hard = None
         if cfg.hard_negatives and cfg.hard_negatives_from == "bm25":
-            hard = bm25_hard_negatives(train_examples)
+            hard = cached_hard_negatives(cfg, len(train_examples), lambda: bm25_hard_negatives(train_examples))
         elif cfg.hard_negatives:
-            hard = cached_mined_negatives(cfg, model, train_tokens, train_examples.languages, spec, device, layout)
+            hard = cached_hard_negatives(cfg, len(train_examples), lambda: _model_negatives(cfg, model, train_tokens, train_examples.languages, spec, device, layout))
         corpus = BiCorpus(train_tokens, cfg.query_length, hard, layout)
         collate_fn = collate_bi
         groups = []
