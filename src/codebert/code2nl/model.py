@@ -90,15 +90,19 @@ class Seq2Seq(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_encoder):
             return self.encoder(input_ids=source_ids, attention_mask=source_mask).last_hidden_state
 
+    def states(self, memory: torch.Tensor, source_mask: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
+        """The decoder's output (B, T, H) at each target position, each seeing the prefix up to it."""
+        target = self.encoder.embeddings(input_ids=target_ids)
+        length = target_ids.shape[1]
+        causal = torch.triu(torch.full((length, length), float("-inf"), device=target.device), diagonal=1)
+        return self.decoder(target, memory, tgt_mask=causal, memory_key_padding_mask=source_mask == 0)
+
     def decode(self, memory: torch.Tensor, source_mask: torch.Tensor, target_ids: torch.Tensor,
                source_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Scores (B, T, V) of the next token after each target prefix: logits, or with `spec.copy`
         log-probabilities (normalised already, so softmax and cross-entropy read both alike);
         `source_ids` (B, S) are needed for the copy."""
-        target = self.encoder.embeddings(input_ids=target_ids)
-        length = target_ids.shape[1]
-        causal = torch.triu(torch.full((length, length), float("-inf"), device=target.device), diagonal=1)
-        out = self.decoder(target, memory, tgt_mask=causal, memory_key_padding_mask=source_mask == 0)
+        out = self.states(memory, source_mask, target_ids)
         logits = self.lm_head(torch.tanh(self.dense(out)))
         if not self.spec.copy:
             return logits
@@ -140,10 +144,7 @@ class Seq2Seq(nn.Module):
         """
         memory = self.encode(batch.source_ids, batch.source_mask)
         target_ids, source_mask = batch.target_ids, batch.source_mask
-        target = self.encoder.embeddings(input_ids=target_ids)
-        length = target_ids.shape[1]
-        causal = torch.triu(torch.full((length, length), float("-inf"), device=target.device), diagonal=1)
-        out = self.decoder(target, memory, tgt_mask=causal, memory_key_padding_mask=source_mask == 0)[:, :-1]
+        out = self.states(memory, source_mask, target_ids)[:, :-1]
         labels, active = target_ids[:, 1:], batch.target_mask[:, 1:].bool()
         logits = self.lm_head(torch.tanh(self.dense(out[active]))).float()  # (tokens, V): padding never reaches V
         if not self.spec.copy:
