@@ -64,6 +64,9 @@ class Seq2SeqSpec:
     # The decoder layers' feed-forward activation: relu, nn.TransformerDecoderLayer's default (the
     # reference's); gelu for a decoder warm-started from the encoder's layers (`warm_start_decoder`).
     decoder_activation: str = "relu"
+    # Beyond the paper: the encoder reads the summary of the nearest training function (`exemplars.py`,
+    # saved in the model folder) before the code, cut to this many tokens (0: the code alone, the paper's).
+    exemplar_tokens: int = 0
 
 
 class Seq2Seq(nn.Module):
@@ -108,10 +111,15 @@ class Seq2Seq(nn.Module):
             return logits
         if source_ids is None:
             raise ValueError("a copying decoder needs the source ids")
-        scores = torch.einsum("btd,bsd->bts", self.copy_query(out), memory) / memory.shape[-1] ** 0.5
-        attention = self.copy_attention(scores, source_ids, source_mask)
-        context = torch.einsum("bts,bsd->btd", attention.to(memory.dtype), memory)
+        attention, context = self.copy_read(out, memory, source_ids, source_mask)
         return self.mix_copy(logits, out, attention, context, source_ids)
+
+    def copy_read(self, state: torch.Tensor, memory: torch.Tensor, source_ids: torch.Tensor,
+                  source_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each decoder state's copy attention (B, T, S) over the source and what it read (B, T, H)."""
+        scores = torch.einsum("btd,bsd->bts", self.copy_query(state), memory) / memory.shape[-1] ** 0.5
+        attention = self.copy_attention(scores, source_ids, source_mask)
+        return attention, torch.einsum("bts,bsd->btd", attention.to(memory.dtype), memory)
 
     def copy_attention(self, scores: torch.Tensor, source_ids: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
         """The copy attention (B, T, S) from its scores: a softmax over the positions that may be
@@ -120,13 +128,18 @@ class Seq2Seq(nn.Module):
         scores = scores.float().masked_fill(~copyable[:, None, :], float("-inf"))
         return torch.softmax(scores, dim=-1).nan_to_num(0.0)
 
+    def generate_gate(self, state: torch.Tensor, attention: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """g (B, T, 1), P(generate): sigmoid(gate(decoder state, what the copy attention read)), and
+        g = 1 where the attention is all 0 (nothing to copy: the vocabulary alone)."""
+        generate = torch.sigmoid(self.copy_gate(torch.cat([state, context.to(state.dtype)], dim=-1)).float())
+        return torch.where(attention.sum(dim=-1, keepdim=True) > 0, generate, torch.ones_like(generate))
+
     def mix_copy(self, logits: torch.Tensor, state: torch.Tensor, attention: torch.Tensor, context: torch.Tensor,
                  source_ids: torch.Tensor) -> torch.Tensor:
         """log(g * softmax(logits) + (1 - g) * copy): the copy is the `attention` (B, T, S) summed onto
         the source's token ids, g = sigmoid(gate(decoder state, what the attention read)), g = 1
         where the attention is all 0 (nothing to copy)."""
-        generate = torch.sigmoid(self.copy_gate(torch.cat([state, context.to(state.dtype)], dim=-1)).float())
-        generate = torch.where(attention.sum(dim=-1, keepdim=True) > 0, generate, torch.ones_like(generate))
+        generate = self.generate_gate(state, attention, context)
         probs = generate * torch.softmax(logits.float(), dim=-1)
         index = source_ids[:, None, :].expand(-1, attention.shape[1], -1)
         probs = probs.scatter_add(-1, index, (1 - generate) * attention)
@@ -149,12 +162,9 @@ class Seq2Seq(nn.Module):
         logits = self.lm_head(torch.tanh(self.dense(out[active]))).float()  # (tokens, V): padding never reaches V
         if not self.spec.copy:
             return F.cross_entropy(logits, labels[active])
-        scores = torch.einsum("btd,bsd->bts", self.copy_query(out), memory) / memory.shape[-1] ** 0.5
-        attention = self.copy_attention(scores, batch.source_ids, source_mask)  # (B, T - 1, S)
-        context = torch.einsum("bts,bsd->btd", attention.to(memory.dtype), memory)
-        generate = torch.sigmoid(self.copy_gate(torch.cat([out, context.to(out.dtype)], dim=-1)).float())[..., 0][active]
+        attention, context = self.copy_read(out, memory, batch.source_ids, source_mask)  # (B, T - 1, S), (B, T - 1, H)
+        generate = self.generate_gate(out, attention, context)[..., 0][active]
         copied = (attention * (batch.source_ids[:, None, :] == labels[:, :, None])).sum(dim=-1)[active]
-        generate = torch.where(attention.sum(dim=-1)[active] > 0, generate, torch.ones_like(generate))  # nothing to copy: g = 1
         vocabulary = torch.exp(logits.gather(1, labels[active][:, None])[:, 0] - torch.logsumexp(logits, dim=-1))
         return -torch.log((generate * vocabulary + (1 - generate) * copied).clamp_min(1e-12)).mean()
 
