@@ -12,17 +12,17 @@ BASE = {"errors", "config", "io", "tables", "inputs", "backbone"}
 # part -> the parts it may import (besides itself)
 ALLOWED = {
     "errors": set(), "tables": set(), "config": {"errors"}, "io": {"errors"}, "inputs": {"errors"},
-    "backbone": {"errors"}, "bleu": {"config", "errors", "io", "tables"},
+    "backbone": {"errors"}, "bleu": {"config", "errors", "io", "tables"}, "bm25": set(),
     "model_card": {"io", "errors"},  # the README.md every model folder carries
     "cli": {"config", "errors", "tables"},
     "corpus": {"config", "errors", "io", "tables"},
     "training": {"config", "errors"},
     "pretrain": BASE | {"corpus", "training", "model_card"},
-    "search": BASE | {"corpus", "training", "model_card"},
-    "code2nl": BASE | {"corpus", "training", "bleu", "model_card"},
+    "search": BASE | {"corpus", "training", "model_card", "bm25"},
+    "code2nl": BASE | {"corpus", "training", "bleu", "model_card", "bm25"},  # bm25: the exemplars' retrieval
     "probe": BASE | {"corpus", "pretrain"},  # Table 4 probes a pre-trained checkpoint's MLM head
-    "tool": BASE | {"corpus", "training", "search"},  # the tool runs search's models
-    "experiments": BASE | {"corpus", "training", "pretrain", "search", "code2nl", "probe", "bleu", "tool"},
+    "tool": BASE | {"corpus", "training", "search", "bm25"},  # the tool runs search's models
+    "experiments": BASE | {"corpus", "training", "pretrain", "search", "code2nl", "probe", "bleu", "tool", "bm25"},
 }
 
 

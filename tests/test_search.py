@@ -267,7 +267,7 @@ def test_too_few_test_examples_for_a_group_is_a_clear_error(bi_run, capsys):
 
 
 def test_hard_negatives_are_the_best_bm25_match_of_the_querys_language_that_is_not_the_pair_itself():
-    from codebert.search.bm25 import bm25_index, bm25_tokens
+    from codebert.bm25 import bm25_index, bm25_tokens
 
     examples = load_examples(CORPUS, "train")
     examples.languages = ["python" if i % 3 else "go" for i in range(len(examples))]  # two languages (the fixture has one)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,11 @@ class Pairs:
     ids: list[str]  # example ids (CodeNN ids, or "<language>-<n>")
     sources: list[str]  # code text
     targets: list[list[str]]  # reference docs (several for CodeNN evaluation files)
+    languages: list[str] = field(default_factory=list)  # each pair's language ("" for CodeNN files)
+    repos: list[str] = field(default_factory=list)  # each pair's repository (csn; "" where not known)
+
+    def subset(self, keep) -> Pairs:
+        return Pairs(*([column[i] for i in keep] for column in (self.ids, self.sources, self.targets, self.languages, self.repos)))
 
 
 def source_text(code_tokens: list[str]) -> str:
@@ -66,6 +71,8 @@ def read_csn(data: Path, split: str, languages: list[str], max_records: int) -> 
         out.ids.append(f"{lang}-{n - 1}")
         out.sources.append(source_text(record["code_tokens"]))
         out.targets.append([target_text(record["docstring_tokens"])])
+        out.languages.append(lang)
+        out.repos.append(str(record.get("repo", "")))
     if not out.ids:
         raise UserError(f"{data}: no {split} records")
     return out
@@ -93,6 +100,8 @@ def read_tree(paths: list[Path], languages: list[str], max_records: int) -> tupl
                 out.ids.append(f"{src.path}:{fn.start_line}-{fn.end_line}")
                 out.sources.append(source_text(fn.code_tokens))
                 out.targets.append([" ".join(fn.docstring.split())])
+                out.languages.append(src.language)
+                out.repos.append("")
                 where.append({"location": out.ids[-1], "name": fn.name, "language": src.language})
                 if max_records and len(out.ids) >= max_records:
                     return out, where
@@ -117,6 +126,8 @@ def read_codenn(path: Path, references: Path | None = None, max_records: int = 0
         out.ids.append(cols[0])
         out.targets.append([cols[2]])
         out.sources.append(cols[3])
+        out.languages.append("")
+        out.repos.append("")
         if max_records and len(out.ids) >= max_records:
             break
     if skipped:
@@ -137,6 +148,7 @@ def read_codenn(path: Path, references: Path | None = None, max_records: int = 0
 class EncodedPairs:
     sources: list[np.ndarray]
     targets: list[np.ndarray]
+    exemplars: list[np.ndarray] | None = None  # retrieved summaries read before the code (`exemplars.py`; None: none)
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -159,6 +171,17 @@ class Seq2SeqBatch:
 def wrap(ids: np.ndarray, max_length: int, layout: Layout = ROBERTA) -> list[int]:
     """A source or target in the tokenizer's single layout (`<s> text </s>`, `[CLS] text [SEP]`)."""
     return layout.single(ids, max_length)
+
+
+def source_input(code_ids: np.ndarray, max_length: int, layout: Layout = ROBERTA, exemplar_ids: np.ndarray | None = None,
+                 exemplar_tokens: int = 0) -> list[int]:
+    """What the encoder reads: the code in the single layout (the paper's), or with `exemplar_tokens`
+    the retrieved exemplar (cut to that many tokens) and the code as a pair (`<s> exemplar </s></s>
+    code </s>`, `[CLS] exemplar [SEP] code [SEP]`), the code cut to fit `max_length`."""
+    if not exemplar_tokens:
+        return wrap(code_ids, max_length, layout)
+    exemplar = [] if exemplar_ids is None else exemplar_ids.tolist()
+    return layout.pair(exemplar, code_ids.tolist(), max_length, nl_length=exemplar_tokens).input_ids
 
 
 def bos_eos(layout: Layout) -> tuple[int, int]:

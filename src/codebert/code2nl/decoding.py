@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from codebert.backbone import position_offset
-from codebert.code2nl.data import bos_eos, model_sources, wrap
+from codebert.code2nl.data import bos_eos, model_sources, source_input
 from codebert.code2nl.model import Seq2Seq
 from codebert.inputs import Layout
 from codebert.inputs import encode_texts
@@ -317,21 +317,26 @@ def plain_beam_search(model: Seq2Seq, ids: torch.Tensor, mask: torch.Tensor, bea
 
 def generate(model: Seq2Seq, tokenizer, sources: list[str], beam: int, batch_size: int = 16, progress: bool = False,
              no_repeat_ngram: int | None = None, length_penalty: float | None = None,
-             min_length: int | None = None) -> list[str]:
+             min_length: int | None = None, exemplars: list[str] | None = None) -> list[str]:
     """Docs written for each source (ordered as given), decoded to text; `no_repeat_ngram`,
-    `length_penalty` and `min_length`: None, the model's."""
+    `length_penalty` and `min_length`: None, the model's; `exemplars`: each source's retrieved
+    summary, for a model that reads one (`Seq2SeqSpec.exemplar_tokens`; `stage.exemplars_of`)."""
     model.eval()
     spec = model.spec
     layout = Layout.of(tokenizer)
     bos, eos = bos_eos(layout)
     encoded = encode_texts(tokenizer, model_sources(sources, spec.split_identifiers))
+    if spec.exemplar_tokens and exemplars is None:
+        raise ValueError("this model reads an exemplar before each source: pass `exemplars`")
+    exemplar_ids = encode_texts(tokenizer, exemplars) if spec.exemplar_tokens else [None] * len(sources)
     out: list[str] = [""] * len(sources)
     order = np.argsort([len(e) for e in encoded], kind="stable")
     device = next(model.parameters()).device
     bar = tqdm(total=len(sources), desc="generate", unit="doc", dynamic_ncols=True, disable=not progress)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        ids, mask = layout.pad([wrap(encoded[i], spec.max_source_length, layout) for i in idx])
+        ids, mask = layout.pad([source_input(encoded[i], spec.max_source_length, layout, exemplar_ids[i], spec.exemplar_tokens)
+                                for i in idx])
         hyps = beam_search(model, ids.to(device), mask.to(device), beam, spec.max_target_length, bos, eos,
                            spec.no_repeat_ngram if no_repeat_ngram is None else no_repeat_ngram,
                            spec.length_penalty if length_penalty is None else length_penalty,

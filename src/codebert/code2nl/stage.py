@@ -28,7 +28,9 @@ from transformers import AutoConfig
 from transformers.utils import logging as hf_logging
 
 from codebert.bleu import corpus_bleu, split_punctuation
-from codebert.code2nl.data import EncodedPairs, Pairs, Seq2SeqBatch, model_sources, read_codenn, read_csn, read_tree, wrap
+from codebert.code2nl.data import (EncodedPairs, Pairs, Seq2SeqBatch, model_sources, read_codenn, read_csn, read_tree, source_input,
+                                   wrap)
+from codebert.code2nl.exemplars import EXEMPLAR_DIR, ExemplarBank
 from codebert.code2nl.decoding import generate
 from codebert.code2nl.model import (DECODER_FILE, SPEC_FILE, Seq2Seq, Seq2SeqSpec, load_seq2seq, save_seq2seq, seq2seq_loss,
                                     warm_start_decoder)
@@ -84,6 +86,9 @@ class Code2nlFinetuneConfig(FinetuneConfig):
                                         "(HF's length_penalty; 0: the reference's sum, which prefers short documents; recipe cpu: 0.5)")
     min_length: int = option(0, "the model's beam ends no document before this many tokens (HF's min_new_tokens; 0: the "
                                 "reference's beam, any length)")
+    exemplar_tokens: int = option(0, "beyond the paper: the encoder reads the summary of the nearest training function (BM25 "
+                                     "over the code, another repository's) before the code, cut to this many tokens; the "
+                                     "retrieval index is saved with the model (0: the code alone, the paper's)")
     best_metric: Literal["auto", "bleu", "loss"] = option(
         "auto", "what picks best/: bleu (beam BLEU on up to --valid-examples dev items, the reference's checkpoint-best-bleu), "
         "loss (dev loss, its checkpoint-best-ppl); auto: bleu on a GPU, loss on a CPU")
@@ -109,13 +114,15 @@ class Code2nlFinetuneConfig(FinetuneConfig):
             problems.append("--beam-size and --valid-beam-size: must be >= 1")
         if not 0 <= self.min_length < self.max_target_length - 1:
             problems.append("--min-length: must be >= 0 and below --max-target-length - 1")
+        if not 0 <= self.exemplar_tokens <= self.max_source_length // 2:
+            problems.append("--exemplar-tokens: must be >= 0 and at most half of --max-source-length")
         return problems
 
     def spec(self, copy_exclude: list[int] | None = None) -> Seq2SeqSpec:
         return Seq2SeqSpec(self.decoder_layers, self.max_source_length, self.max_target_length, self.beam_size, self.decoder_ffn,
                            copy=self.copy, copy_exclude=list(copy_exclude or []), split_identifiers=self.split_identifiers,
                            no_repeat_ngram=self.no_repeat_ngram, length_penalty=self.length_penalty,
-                           min_length=self.min_length)
+                           min_length=self.min_length, exemplar_tokens=self.exemplar_tokens)
 
     def resolved_recipe(self, device: torch.device) -> str:
         """`auto`: the paper's recipe where a GPU runs it, the CPU recipe on a CPU."""
@@ -181,14 +188,30 @@ def bleu_of(predictions: list[str], pairs: Pairs) -> float:
 
 
 def batches_of(layout: Layout, spec: Seq2SeqSpec):
-    """The collate function of code2nl pairs: sources and targets wrapped in the single layout, padded."""
+    """The collate function of code2nl pairs: sources (with their exemplars, `source_input`) and targets
+    wrapped in the tokenizer's layout, padded."""
 
     def collate(c: EncodedPairs, indices, max_length: int) -> Seq2SeqBatch:
-        src = layout.pad([wrap(c.sources[i], spec.max_source_length, layout) for i in indices])
+        src = layout.pad([source_input(c.sources[i], spec.max_source_length, layout, None if c.exemplars is None else c.exemplars[i],
+                                       spec.exemplar_tokens) for i in indices])
         tgt = layout.pad([wrap(c.targets[i], spec.max_target_length, layout) for i in indices])
         return Seq2SeqBatch(*src, *tgt)
 
     return collate
+
+
+def exemplars_of(bank: ExemplarBank | None, pairs: Pairs) -> list[str] | None:
+    """Each pair's exemplar from `bank` (None: a model without exemplars). Repositories are passed so
+    that a training function's exemplar is another repository's (`ExemplarBank.nearest`)."""
+    return None if bank is None else bank.nearest(pairs.sources, pairs.languages, pairs.repos)
+
+
+def encoded_pairs(tokenizer, spec: Seq2SeqSpec, pairs: Pairs, exemplars: list[str] | None) -> EncodedPairs:
+    """Pairs as token ids: the sources as the model reads them (identifiers split or not), the first
+    reference, the exemplars where the model has them."""
+    return EncodedPairs(encode_texts(tokenizer, model_sources(pairs.sources, spec.split_identifiers)),
+                        encode_texts(tokenizer, [t[0] for t in pairs.targets]),
+                        None if exemplars is None else encode_texts(tokenizer, exemplars))
 
 
 @torch.no_grad()
@@ -201,7 +224,9 @@ def source_shuffle_losses(model: Seq2Seq, pairs: EncodedPairs, layout: Layout, b
     """
     collate = batches_of(layout, model.spec)
     n = len(pairs)
-    rolled = EncodedPairs([pairs.sources[(i + 1) % n] for i in range(n)], pairs.targets)
+    # An exemplar is part of its function's source: it moves with the code.
+    rolled = EncodedPairs([pairs.sources[(i + 1) % n] for i in range(n)], pairs.targets,
+                          None if pairs.exemplars is None else [pairs.exemplars[(i + 1) % n] for i in range(n)])
     sums, tokens = {"loss": 0.0, "shuffled_loss": 0.0}, 0
     for start in range(0, n, batch_size):
         indices = list(range(start, min(start + batch_size, n)))
@@ -237,7 +262,7 @@ def finetune_main(cfg: Code2nlFinetuneConfig) -> dict[str, Any]:
     train, valid = _read(cfg, "train"), _read(cfg, "valid")
     if cfg.valid_examples and len(valid.ids) > cfg.valid_examples:
         keep = np.random.default_rng(cfg.seed).choice(len(valid.ids), cfg.valid_examples, replace=False)
-        valid = Pairs([valid.ids[i] for i in keep], [valid.sources[i] for i in keep], [valid.targets[i] for i in keep])
+        valid = valid.subset(keep)
     spec = cfg.spec(copy_exclude=tokenizer.all_special_ids)
     if cfg.decoder_init == "encoder":
         spec = _encoder_shaped(spec, cfg)
@@ -253,10 +278,12 @@ def finetune_main(cfg: Code2nlFinetuneConfig) -> dict[str, Any]:
     if cfg.frozen_encoder:
         model.encoder.requires_grad_(False)  # out of the optimizer (and of DDP's gradient sync)
         model.frozen_encoder = _unfreeze_top_layers(model, cfg.encoder_train_layers, cfg.encoder_lr_scale) == 0
-    corpus = EncodedPairs(encode_texts(tokenizer, model_sources(train.sources, spec.split_identifiers)),
-                          encode_texts(tokenizer, [t[0] for t in train.targets]))
-    valid_encoded = EncodedPairs(encode_texts(tokenizer, model_sources(valid.sources, spec.split_identifiers)),
-                                 encode_texts(tokenizer, [t[0] for t in valid.targets]))
+    bank = None
+    if spec.exemplar_tokens:
+        bank = ExemplarBank.build(train.sources, [t[0] for t in train.targets], train.languages, train.repos)
+    valid_exemplars = exemplars_of(bank, valid)
+    corpus = encoded_pairs(tokenizer, spec, train, exemplars_of(bank, train))
+    valid_encoded = encoded_pairs(tokenizer, spec, valid, valid_exemplars)
     layout = Layout.of(tokenizer)
     collate = batches_of(layout, spec)
     best_metric = cfg.resolved_best_metric(device)
@@ -268,12 +295,14 @@ def finetune_main(cfg: Code2nlFinetuneConfig) -> dict[str, Any]:
     def evaluate(m) -> dict[str, float]:
         figures = source_shuffle_losses(m, valid_encoded, layout, cfg.batch_size, device)
         if best_metric == "bleu":
-            predictions = generate(m, tokenizer, valid.sources, cfg.valid_beam_size)
+            predictions = generate(m, tokenizer, valid.sources, cfg.valid_beam_size, exemplars=valid_exemplars)
             figures.update(bleu=bleu_of(predictions, valid), distinct=len(set(predictions)))
         return figures
 
     def save_model(m, folder: Path) -> None:
         save_seq2seq(m, tokenizer, folder)
+        if bank is not None:
+            bank.save(folder / EXEMPLAR_DIR)
 
     def load_model(m, folder: Path) -> None:
         # save_seq2seq's layout: the encoder's own folder plus the decoder file under model keys.
@@ -361,6 +390,11 @@ def evaluate_main(cfg: Code2nlEvaluateConfig, score: bool = True) -> dict[str, A
         raise UserError(f"{cfg.model}: no {SPEC_FILE}; fine-tune it first with `codebert code2nl finetune`")
     tokenizer = load_tokenizer(cfg.model)
     model = load_seq2seq(cfg.model).eval()
+    bank = None
+    if model.spec.exemplar_tokens:
+        if not (cfg.model / EXEMPLAR_DIR).is_dir():
+            raise UserError(f"{cfg.model}: a model with exemplars but no {EXEMPLAR_DIR}/ folder (copy the whole model folder)")
+        bank = ExemplarBank.load(cfg.model / EXEMPLAR_DIR)
     beam = cfg.beam_size or model.spec.beam_size
     places: list[dict[str, Any]] = []
     if cfg.format == "tree":
@@ -383,15 +417,15 @@ def evaluate_main(cfg: Code2nlEvaluateConfig, score: bool = True) -> dict[str, A
     pred_lines, ref_lines, written = [], [], []
     layout = Layout.of(tokenizer)
     for lang, pairs in groups.items():
-        predictions = generate(model, tokenizer, pairs.sources, beam, cfg.batch_size, cfg.progress, repeats, penalty, least)
+        exemplars = exemplars_of(bank, pairs)
+        predictions = generate(model, tokenizer, pairs.sources, beam, cfg.batch_size, cfg.progress, repeats, penalty, least, exemplars)
         written += predictions
         if places:  # a source tree: each summary beside the function's place and its own doc comment
             figures["summaries"] = [{**place, "summary": p, "docstring": t[0]} for place, p, t in zip(places, predictions, pairs.targets)]
         if score:
             figures[lang] = bleu_of(predictions, pairs)
             if len(pairs.ids) > 1:
-                encoded = EncodedPairs(encode_texts(tokenizer, model_sources(pairs.sources, model.spec.split_identifiers)),
-                                       encode_texts(tokenizer, [t[0] for t in pairs.targets]))
+                encoded = encoded_pairs(tokenizer, model.spec, pairs, exemplars)
                 reading = source_shuffle_losses(model, encoded, layout, cfg.batch_size, next(model.parameters()).device)
                 figures.update({f"{lang}_{name}": value for name, value in reading.items()})
         figures[f"{lang}_examples"] = len(pairs.ids)

@@ -33,7 +33,7 @@ from codebert.io import atomic_write
 from codebert.tables import numeric_table
 from codebert.search.data import ClassificationPairs, GROUP_SIZE, SearchExamples, balanced_pairs, evaluation_groups, load_examples
 from codebert.search import hybrid
-from codebert.search.bm25 import bm25_index, bm25_tokens
+from codebert.bm25 import bm25_index, bm25_tokens
 from codebert.search.metrics import gold_ranks, mean_reciprocal_rank
 from codebert.search.scorers import encode_all
 from codebert.search.models import (
@@ -225,9 +225,9 @@ def bm25_hard_negatives(examples: SearchExamples) -> np.ndarray:
         index = bm25_index([examples.codes[i] for i in members])
         k = min(3, len(members))
         results, _ = index.retrieve([bm25_tokens(examples.queries[i]) for i in members], k=k, show_progress=False)
-        for row, i in zip(results, members):
+        for position, (row, i) in enumerate(zip(results, members)):
             candidates = [members[int(j)] for j in row if members[int(j)] != i and examples.codes[members[int(j)]] != examples.codes[i]]
-            hard[i] = candidates[0] if candidates else members[(members.index(i) + 1) % len(members)]
+            hard[i] = candidates[0] if candidates else members[(position + 1) % len(members)]
     return hard
 
 

@@ -20,7 +20,7 @@ import sqlite3
 
 import numpy as np
 
-from codebert.search.bm25 import bm25_tokens
+from codebert.bm25 import bm25_tokens
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the query path imports this module: not the corpus readers
