@@ -36,9 +36,17 @@ _CANDIDATES = 8  # hits read per query to find one from another repository
 
 
 def query_tokens(source: str) -> list[str]:
-    """A source's BM25 query: its sub-words, each once (a token's repetitions in a long function add
-    cost, not ranking: BM25's query side counts a term once per occurrence)."""
+    """A source's BM25 query: its sub-words, each once (bm25s scores a query term once per occurrence:
+    a long function's repeated names would outweigh its rarer words, and each costs a pass)."""
     return list(dict.fromkeys(bm25_tokens(source))) or ["<empty>"]
+
+
+def _by_language(languages: list[str]) -> dict[str, list[int]]:
+    """The positions of each language's items, in order."""
+    groups: dict[str, list[int]] = {}
+    for i, lang in enumerate(languages):
+        groups.setdefault(lang, []).append(i)
+    return groups
 
 
 @dataclass
@@ -49,11 +57,8 @@ class ExemplarBank:
 
     @staticmethod
     def build(sources: list[str], summaries: list[str], languages: list[str], repos: list[str] | None = None) -> ExemplarBank:
-        by_language: dict[str, list[int]] = {}
-        for i, lang in enumerate(languages):
-            by_language.setdefault(lang, []).append(i)
         bank = ExemplarBank({}, {}, {})
-        for lang, members in by_language.items():
+        for lang, members in _by_language(languages).items():
             bank.indexes[lang] = bm25_index([sources[i] for i in members])
             bank.summaries[lang] = [summaries[i] for i in members]
             bank.repos[lang] = [repos[i] for i in members] if repos else [""] * len(members)
@@ -64,10 +69,7 @@ class ExemplarBank:
         functions whose repository is not the source's (`repos`; None: any); "" where the language
         has no index or no such match is among the best few."""
         out = [""] * len(sources)
-        by_language: dict[str, list[int]] = {}
-        for i, lang in enumerate(languages):
-            by_language.setdefault(lang, []).append(i)
-        for lang, members in by_language.items():
+        for lang, members in _by_language(languages).items():
             if lang not in self.indexes:
                 log.warning("no exemplars for %d %s functions: the model was trained without that language", len(members), lang or "unnamed")
                 continue
