@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codebert.bm25 import bm25_index, bm25_tokens
+from codebert.corpus.jsonl import positions_by_language
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +42,6 @@ def query_tokens(source: str) -> list[str]:
     return list(dict.fromkeys(bm25_tokens(source))) or ["<empty>"]
 
 
-def _by_language(languages: list[str]) -> dict[str, list[int]]:
-    """The positions of each language's items, in order."""
-    groups: dict[str, list[int]] = {}
-    for i, lang in enumerate(languages):
-        groups.setdefault(lang, []).append(i)
-    return groups
-
-
 @dataclass
 class ExemplarBank:
     indexes: dict[str, object]  # language -> bm25s.BM25 over its training functions' code
@@ -58,7 +51,7 @@ class ExemplarBank:
     @staticmethod
     def build(sources: list[str], summaries: list[str], languages: list[str], repos: list[str] | None = None) -> ExemplarBank:
         bank = ExemplarBank({}, {}, {})
-        for lang, members in _by_language(languages).items():
+        for lang, members in positions_by_language(languages).items():
             bank.indexes[lang] = bm25_index([sources[i] for i in members])
             bank.summaries[lang] = [summaries[i] for i in members]
             bank.repos[lang] = [repos[i] for i in members] if repos else [""] * len(members)
@@ -69,7 +62,7 @@ class ExemplarBank:
         functions whose repository is not the source's (`repos`; None: any); "" where the language
         has no index or no such match is among the best few."""
         out = [""] * len(sources)
-        for lang, members in _by_language(languages).items():
+        for lang, members in positions_by_language(languages).items():
             if lang not in self.indexes:
                 log.warning("no exemplars for %d %s functions: the model was trained without that language", len(members), lang or "unnamed")
                 continue

@@ -183,6 +183,15 @@ def iter_corpus(
                 yield lang, split, record
 
 
+def positions_by_language(languages: Iterable[str]) -> dict[str, list[int]]:
+    """The positions of each language's items (`languages[i]`: item i's), in order, languages in the
+    order they first appear: what a per-language index, batch or search is built over."""
+    groups: dict[str, list[int]] = {}
+    for i, lang in enumerate(languages):
+        groups.setdefault(lang, []).append(i)
+    return groups
+
+
 def nl_text(record: dict[str, Any]) -> str:
     """The NL side of a pair, as CodeBERT's reference scripts build it: doc tokens joined by spaces."""
     return " ".join(record["docstring_tokens"])

@@ -34,6 +34,7 @@ from codebert.tables import numeric_table
 from codebert.search.data import ClassificationPairs, GROUP_SIZE, SearchExamples, balanced_pairs, evaluation_groups, load_examples
 from codebert.search import hybrid
 from codebert.bm25 import bm25_index, bm25_tokens
+from codebert.corpus.jsonl import positions_by_language
 from codebert.search.metrics import gold_ranks, mean_reciprocal_rank
 from codebert.search.scorers import encode_all
 from codebert.search.models import (
@@ -218,10 +219,7 @@ def bm25_hard_negatives(examples: SearchExamples) -> np.ndarray:
     its own (nor an identical copy): one index per language, as the test's distractors share the
     query's language (and a query scores 20,000 codes of csn6's language, not all 120,000)."""
     hard = np.empty(len(examples), dtype=np.int64)
-    by_language: dict[str, list[int]] = {}
-    for i, lang in enumerate(examples.languages):
-        by_language.setdefault(lang, []).append(i)
-    for members in by_language.values():
+    for members in positions_by_language(examples.languages).values():
         index = bm25_index([examples.codes[i] for i in members])
         k = min(3, len(members))
         results, _ = index.retrieve([bm25_tokens(examples.queries[i]) for i in members], k=k, show_progress=False)
@@ -243,10 +241,7 @@ def mined_hard_negatives(model, tokens: TokenisedExamples, languages: list[str],
     codes = encode_all(model, tokens.codes, spec.max_length, batch_size, device, layout).numpy()
     own = np.einsum("nd,nd->n", queries, codes)
     hard = np.empty(len(queries), dtype=np.int64)
-    by_language: dict[str, list[int]] = {}
-    for i, lang in enumerate(languages):
-        by_language.setdefault(lang, []).append(i)
-    for members in by_language.values():
+    for members in positions_by_language(languages).values():
         members = np.array(members)
         block = codes[members]
         for start in range(0, len(members), chunk):
