@@ -83,9 +83,14 @@ def test_beam_search_finds_at_least_the_greedy_score(c2n_run):
     assert greedy == prefix[1:]
 
 
-def random_seq2seq(tiny_model_dir, seed=0, copy=False):
+# An output vocabulary for the tiny model: the end token and a band of ids that leaves out the
+# tests' source tokens 40-60, so that those are written only by copying.
+VOCABULARY = [2, *range(3, 40), *range(61, 200)]
+
+
+def random_seq2seq(tiny_model_dir, seed=0, copy=False, vocabulary=()):
     torch.manual_seed(seed)
-    spec = Seq2SeqSpec(decoder_layers=2, copy=copy, copy_exclude=[0, 1, 2] if copy else [])
+    spec = Seq2SeqSpec(decoder_layers=2, copy=copy, copy_exclude=[0, 1, 2] if copy else [], output_vocabulary=list(vocabulary))
     return load_seq2seq(tiny_model_dir, spec, dropout=0.0).eval()
 
 
@@ -116,9 +121,31 @@ def check_cached_decoder(model, device: torch.device, tolerance: float) -> None:
         torch.testing.assert_close(decoder.step(again[:, -1]), expected, atol=tolerance, rtol=tolerance)
 
 
-@pytest.mark.parametrize("copy", [False, True])
-def test_the_cached_decoder_gives_the_logits_of_the_full_decode(tiny_model_dir, copy):
-    check_cached_decoder(random_seq2seq(tiny_model_dir, copy=copy), torch.device("cpu"), 1e-4)
+@pytest.mark.parametrize("copy, vocabulary", [(False, ()), (True, ()), (True, VOCABULARY)])
+def test_the_cached_decoder_gives_the_logits_of_the_full_decode(tiny_model_dir, copy, vocabulary):
+    check_cached_decoder(random_seq2seq(tiny_model_dir, copy=copy, vocabulary=vocabulary), torch.device("cpu"), 1e-4)
+
+
+def test_an_output_vocabulary_writes_its_tokens_and_copies_the_rest(tiny_model_dir):
+    model = random_seq2seq(tiny_model_dir, seed=2, copy=True, vocabulary=VOCABULARY)
+    ids = torch.tensor([[0, 50, 51, 50, 2]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        probs = model.decode(model.encode(ids, mask), mask, torch.tensor([[0, 7]]), ids).exp()[0]
+    torch.testing.assert_close(probs.sum(-1), torch.ones(2), atol=1e-4, rtol=0)
+    outside = torch.ones(probs.shape[-1], dtype=torch.bool)
+    outside[VOCABULARY] = False
+    outside[[50, 51]] = False
+    assert (probs[:, outside] < 1e-10).all()  # neither in the vocabulary nor in the source: never written
+    assert (probs[:, [50, 51]] > 1e-4).all() and (probs[:, VOCABULARY] > 0).all()  # copied; the vocabulary's own
+    with pytest.raises(ValueError, match="copy"):
+        random_seq2seq(tiny_model_dir, vocabulary=VOCABULARY)
+
+
+def test_the_output_vocabulary_is_the_commonest_target_tokens_and_the_ones_always_kept():
+    targets = [np.array([5, 5, 7, 9]), np.array([7, 5, 11]), np.array([9, 13])]
+    assert code2nl.output_vocabulary(targets, 2, [2, 103]) == [2, 5, 7, 103]  # 5 (3 times), 7 (2; ties: the smaller id)
+    assert code2nl.output_vocabulary(targets, 100, [-1]) == [5, 7, 9, 11, 13]  # no joiner (-1): nothing more
 
 
 def test_the_copy_distribution_is_a_distribution_that_writes_the_sources_own_tokens(tiny_model_dir):
@@ -146,14 +173,15 @@ def test_the_copy_distribution_is_a_distribution_that_writes_the_sources_own_tok
     torch.testing.assert_close(ratio[0, :, 60], gate[0, :, 0], atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("copy", [False, True])
-def test_the_training_loss_is_the_loss_of_decodes_scores(tiny_model_dir, copy):
+@pytest.mark.parametrize("copy, vocabulary", [(False, ()), (True, ()), (True, VOCABULARY)])
+def test_the_training_loss_is_the_loss_of_decodes_scores(tiny_model_dir, copy, vocabulary):
     from codebert.code2nl.data import Seq2SeqBatch
     from codebert.code2nl.model import seq2seq_loss
 
-    model = random_seq2seq(tiny_model_dir, seed=6, copy=copy)
+    model = random_seq2seq(tiny_model_dir, seed=6, copy=copy, vocabulary=vocabulary)
     ids, mask = pad_sequences([[0, 40, 41, 42, 41, 2], [0, 44, 2], [0, 45, 46, 47, 2]], 1)
-    targets, target_mask = pad_sequences([[0, 41, 9, 42, 2], [0, 44, 44, 2], [0, 2]], 1)  # copyable, not, padding
+    # copyable (41, 42: outside VOCABULARY), not, padding
+    targets, target_mask = pad_sequences([[0, 41, 9, 42, 2], [0, 44, 44, 2], [0, 2]], 1)
     batch = Seq2SeqBatch(ids, mask, targets, target_mask)
     fast = model(batch)
     fast_grads = torch.autograd.grad(fast, [model.dense.weight, *([model.copy_gate.weight] if copy else [])])
@@ -164,9 +192,10 @@ def test_the_training_loss_is_the_loss_of_decodes_scores(tiny_model_dir, copy):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("copy, repeats, alpha", [(False, 0, 0.0), (True, 0, 0.0), (True, 2, 0.0), (True, 0, 1.0), (False, 2, 2.0)])
-def test_beam_search_of_a_copying_decoder_equals_the_plain_search(tiny_model_dir, copy, repeats, alpha):
-    model = random_seq2seq(tiny_model_dir, seed=4, copy=copy)
+@pytest.mark.parametrize("copy, repeats, alpha, vocabulary", [(False, 0, 0.0, ()), (True, 0, 0.0, ()), (True, 2, 0.0, ()),
+                                                               (True, 0, 1.0, ()), (False, 2, 2.0, ()), (True, 0, 0.0, VOCABULARY)])
+def test_beam_search_of_a_copying_decoder_equals_the_plain_search(tiny_model_dir, copy, repeats, alpha, vocabulary):
+    model = random_seq2seq(tiny_model_dir, seed=4, copy=copy, vocabulary=vocabulary)
     ids, mask = pad_sequences([[0, 40, 41, 42, 43, 2], [0, 44, 2], [0, 45, 46, 47, 2]], 1)
     for beam in (1, 3):
         batched = beam_search(model, ids, mask, beam=beam, max_length=8, no_repeat_ngram=repeats, length_penalty=alpha)
@@ -392,6 +421,9 @@ def test_the_cpu_recipe_trains_the_decoder_alone_and_keeps_the_options_given(tmp
     spec = json.loads((tmp_path / "run" / "best" / "code2nl.json").read_text())
     assert spec["copy"] and spec["split_identifiers"] and set(spec["copy_exclude"]) >= {0, 1, 2} and spec["no_repeat_ngram"] == 3
     assert spec["length_penalty"] == code2nl.CPU_RECIPE["length_penalty"] > 0  # its beam ranks ended documents per token
+    # summaries' identifiers joined with the mask token; a vocabulary distribution over the training summaries' tokens
+    assert spec["joiner"] == load_tokenizer(tiny_model_dir).mask_token_id >= 0
+    assert spec["joiner"] in spec["output_vocabulary"] and 2 in spec["output_vocabulary"]
     start, trained = load_seq2seq(tiny_model_dir), load_seq2seq(tmp_path / "run" / "final")
     for (name, before), after in zip(start.encoder.state_dict().items(), trained.encoder.state_dict().values()):
         assert torch.equal(before, after), name  # the encoder held still
@@ -436,3 +468,29 @@ def test_identifiers_are_split_into_the_words_a_summary_uses():
 
     assert split_identifiers("getHTTPResponse ( userName ) ; parse_url2 ( XMLParser )") == \
         "get HTTP Response ( user Name ) ; parse_url2 ( XML Parser )"
+
+
+def test_a_summarys_identifiers_are_written_from_the_split_sources_words_and_joined_back(tiny_model_dir):
+    from codebert.code2nl.data import encode_joined, joined_text, split_identifiers
+    from codebert.inputs import encode_texts
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    joiner = tokenizer.mask_token_id
+    summary = "getImageType returns the HTTPResponse of userName ."
+    ids = encode_joined(tokenizer, [summary], joiner)[0].tolist()
+    assert ids.count(joiner) == 4  # get|Image|Type, HTTP|Response, user|Name
+    # each part is a token sequence the split source has, so the copy can write it
+    source = encode_texts(tokenizer, [split_identifiers("String getImageType ( HTTPResponse userName )")])[0].tolist()
+    parts = [tokenizer.encode(" " + w, add_special_tokens=False) for w in ("Image", "Type", "Response", "Name")]
+    assert all(any(source[i : i + len(p)] == p for i in range(len(source))) for p in parts)
+    # and the way back writes the summary as the tokenizer would have written it whole
+    whole = tokenizer.decode(encode_texts(tokenizer, [summary])[0].tolist(), skip_special_tokens=True).strip()
+    assert joined_text(tokenizer, ids, joiner) == whole
+    assert joined_text(tokenizer, ids, -1) != whole  # without the joiner rule: the parts stay apart
+
+
+def test_batches_of_pairs_are_sorted_by_target_length_within_a_source_bin():
+    from codebert.code2nl.data import EncodedPairs
+
+    pairs = EncodedPairs([np.zeros(n) for n in (100, 100, 100, 10)], [np.zeros(n) for n in (30, 3, 12, 1)])
+    assert np.argsort(pairs.lengths(128), kind="stable").tolist() == [3, 1, 2, 0]

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from codebert.backbone import position_offset
-from codebert.code2nl.data import bos_eos, model_sources, source_input
+from codebert.code2nl.data import bos_eos, joined_text, model_sources, source_input
 from codebert.code2nl.model import Seq2Seq
 from codebert.inputs import Layout
 from codebert.inputs import encode_texts
@@ -102,7 +102,7 @@ class IncrementalDecoder:
             x = layer.norm3(x + layer.linear2(layer.activation(layer.linear1(x))))
         if self.model.decoder.norm is not None:
             x = self.model.decoder.norm(x)
-        logits = self.model.lm_head(torch.tanh(self.model.dense(x)))
+        logits = self.model.full_logits(x)
         if not self.model.spec.copy:
             return logits[:, 0]
         return self._mix_copy(logits, x)[:, 0]
@@ -342,7 +342,7 @@ def generate(model: Seq2Seq, tokenizer, sources: list[str], beam: int, batch_siz
                            spec.length_penalty if length_penalty is None else length_penalty,
                            spec.min_length if min_length is None else min_length)
         for i, hyp in zip(idx, hyps):
-            out[i] = tokenizer.decode(hyp, skip_special_tokens=True).strip()
+            out[i] = joined_text(tokenizer, hyp, spec.joiner)
         bar.update(len(idx))
     bar.close()
     return out
