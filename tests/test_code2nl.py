@@ -458,6 +458,17 @@ def test_the_recipe_follows_the_device_unless_named(tiny_model_dir, tmp_path, re
     assert code2nl.apply_recipe(cfg, "paper") is cfg  # the paper's recipe is the defaults as they are
 
 
+def test_turning_off_the_copy_or_the_split_turns_off_the_recipe_options_that_need_it(tiny_model_dir, tmp_path):
+    flags = {"model": str(tiny_model_dir), "data": str(CORPUS), "out": str(tmp_path), "recipe": "cpu"}
+    cfg = code2nl.apply_recipe(load_config(code2nl.Code2nlFinetuneConfig, None, {**flags, "copy": "false", "split_identifiers": "false"}), "cpu")
+    assert (cfg.copy, cfg.output_vocabulary, cfg.split_identifiers, cfg.join_identifiers) == (False, 0, False, False)
+    assert not cfg.validate()
+    cfg = code2nl.apply_recipe(load_config(code2nl.Code2nlFinetuneConfig, None, flags), "cpu")
+    assert (cfg.output_vocabulary, cfg.join_identifiers) == (code2nl.CPU_RECIPE["output_vocabulary"], True)
+    with pytest.raises(UserError, match="output-vocabulary"):
+        load_config(code2nl.Code2nlFinetuneConfig, None, {**flags, "output_vocabulary": "100"})  # without --copy
+
+
 def test_the_presets_make_the_papers_tables_with_the_papers_recipe():
     for preset in ("tiny", "small", "minilm"):
         assert read_preset(preset, "code2nl")["recipe"] == "paper"

@@ -72,7 +72,7 @@ class Seq2SeqSpec:
     # other token is written only by copying it from the source (needs `copy`).
     output_vocabulary: list[int] = field(default_factory=list)
     # Beyond the paper (the CPU recipe): targets' camelCase identifiers written as their split words with
-    # this token between the parts (`data.JoinedTargets`; -1: targets as written, the reference's), so the
+    # this token between the parts (`data.encode_joined`; -1: targets as written, the reference's), so the
     # copy writes `getImageType` from the split source's `get image type`; generation joins them back.
     joiner: int = -1
 

@@ -190,6 +190,11 @@ def apply_recipe(cfg: Code2nlFinetuneConfig, recipe: str) -> Code2nlFinetuneConf
         return cfg
     given = given_options(cfg)
     changes = {name: value for name, value in CPU_RECIPE.items() if name not in given}
+    # A recipe option that needs one the user turned off goes with it (`--no-copy`: no output vocabulary).
+    if "copy" in given and not cfg.copy and "output_vocabulary" not in given:
+        changes["output_vocabulary"] = 0
+    if "split_identifiers" in given and not cfg.split_identifiers and "join_identifiers" not in given:
+        changes["join_identifiers"] = False
     return dataclasses.replace(cfg, recipe="cpu", **changes)
 
 
