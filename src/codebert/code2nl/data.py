@@ -75,7 +75,10 @@ def encode_joined(tokenizer, texts: list[str], joiner: int) -> list[np.ndarray]:
     for parts in pieces:
         ids = flat[at : at + len(parts)]
         at += len(parts)
-        out.append(np.concatenate([x for i, part in enumerate(ids) for x in ((glue, part) if i else (part,))]))
+        chunks = [ids[0]]
+        for part in ids[1:]:
+            chunks += [glue, part]
+        out.append(np.concatenate(chunks))
     return out
 
 
