@@ -505,3 +505,67 @@ def test_batches_of_pairs_are_sorted_by_target_length_within_a_source_bin():
 
     pairs = EncodedPairs([np.zeros(n) for n in (100, 100, 100, 10)], [np.zeros(n) for n in (30, 3, 12, 1)])
     assert np.argsort(pairs.lengths(128), kind="stable").tolist() == [3, 1, 2, 0]
+
+
+@pytest.mark.parametrize("copy", [False, True])
+def test_a_forced_prefix_opens_every_document_and_the_batched_search_still_equals_the_plain_one(tiny_model_dir, copy):
+    model = random_seq2seq(tiny_model_dir, seed=6, copy=copy)
+    ids, mask = pad_sequences([[0, 40, 41, 42, 43, 2], [0, 44, 2], [0, 45, 46, 47, 2]], 1)
+    prefixes = [[50, 51, 52], [], [53]]  # the second source has no name to open with
+    free = beam_search(model, ids, mask, beam=3, max_length=10)
+    for beam in (1, 3):
+        batched = beam_search(model, ids, mask, beam=beam, max_length=10, prefixes=prefixes)
+        assert [h[: len(p)] for h, p in zip(batched, prefixes)] == prefixes
+        alone = [plain_beam_search(model, ids[i : i + 1, : int(mask[i].sum())], mask[i : i + 1, : int(mask[i].sum())], beam, 10,
+                                   prefix=prefixes[i]) for i in range(3)]
+        assert batched == alone
+    assert beam_search(model, ids, mask, beam=3, max_length=10, prefixes=prefixes)[1] == free[1]  # no prefix: as without the rule
+    assert free[0][:3] != [50, 51, 52]  # the rule, not the model, wrote it
+
+
+def test_a_document_goes_on_after_its_forced_name(tiny_model_dir):
+    from codebert.code2nl.decoding import AFTER_PREFIX
+
+    model = random_seq2seq(tiny_model_dir, seed=6)
+    # </s> made likely at every step (a briefly trained decoder ends right after a name: "Pop .")
+    model.lm_head.register_forward_hook(lambda module, inputs, logits: logits + 50.0 * (torch.arange(logits.shape[-1]) == 2))
+    ids, mask = pad_sequences([[0, 40, 41, 42, 43, 2], [0, 44, 2]], 1)
+    docs = beam_search(model, ids, mask, beam=3, max_length=12, prefixes=[[50, 51], []])
+    assert docs[0][:2] == [50, 51] and len(docs[0]) == 2 + AFTER_PREFIX and 2 not in docs[0]
+    assert docs[1] == []  # no name: the document may end at once, as before
+
+
+def test_the_languages_that_open_with_the_functions_name_are_read_from_the_summaries():
+    from codebert.code2nl.data import Pairs, name_opening_languages, short_name
+
+    summaries = {"go": ["RemoveUser removes a user .", "removeuser drops it", "Len returns the length", "Returns the size"],
+                 "java": ["Gets the name .", "getName returns the name", "Returns it", "Sets it"],
+                 "python": ["Return the value ."] * 4}
+    names = {"go": ["RemoveUser", "RemoveUser", "Len", "Size"], "java": ["getName"] * 4, "python": ["value"] * 4}
+    languages = [lang for lang in summaries for _ in range(4)]
+    pairs = Pairs([str(i) for i in range(12)], ["code"] * 12, [[s] for lang in summaries for s in summaries[lang]], languages,
+                  [""] * 12, [n for lang in names for n in names[lang]])
+    assert name_opening_languages(pairs) == ["go"]  # 3 of 4 (case aside); java 1 of 4 (not more than half); python none
+    assert name_opening_languages(pairs, share=0.8) == []
+    assert short_name("Permissions.Validate") == "Validate" and short_name("get_user") == "get_user"
+
+
+def test_generation_writes_the_functions_name_as_written_before_a_go_document(tiny_model_dir):
+    from codebert.code2nl.decoding import document_text, generate
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    model = random_seq2seq(tiny_model_dir, seed=7, copy=True)
+    model.spec.joiner = tokenizer.mask_token_id
+    sources = ["func (s *Server) RemoveUser(id int) error { return s.db.Delete(id) }", "def remove_user(self, id): pass"]
+    names, languages = ["RemoveUser", "remove_user"], ["go", "python"]
+    docs = generate(model, tokenizer, sources, beam=2, names=names, languages=languages, open_with_name=["go"])
+    assert docs[0].startswith("RemoveUser") and not docs[1].startswith("remove_user")
+    plain = generate(model, tokenizer, sources, beam=2, names=names, languages=languages)  # the model's: none
+    assert plain == generate(model, tokenizer, sources, beam=2)
+    model.spec.open_with_name = ["go"]
+    assert generate(model, tokenizer, sources, beam=2, names=names, languages=languages) == docs
+    # a decoder that goes on with the name glues its next part to it, as `joined_text` does
+    joiner = tokenizer.mask_token_id
+    name_ids = tokenizer.encode("Get", add_special_tokens=False)
+    more = tokenizer.encode(" s", add_special_tokens=False)
+    assert document_text(tokenizer, [*name_ids, joiner, *more], joiner, name_ids, "Get").startswith("Gets")

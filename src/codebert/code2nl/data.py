@@ -30,9 +30,11 @@ class Pairs:
     targets: list[list[str]]  # reference docs (several for CodeNN evaluation files)
     languages: list[str] = field(default_factory=list)  # each pair's language ("" for CodeNN files)
     repos: list[str] = field(default_factory=list)  # each pair's repository (csn; "" where not known)
+    names: list[str] = field(default_factory=list)  # each function's own name, unqualified (csn, tree; "" for CodeNN)
 
     def subset(self, keep) -> Pairs:
-        return Pairs(*([column[i] for i in keep] for column in (self.ids, self.sources, self.targets, self.languages, self.repos)))
+        columns = (self.ids, self.sources, self.targets, self.languages, self.repos, self.names)
+        return Pairs(*([column[i] for i in keep] for column in columns))
 
 
 def source_text(code_tokens: list[str]) -> str:
@@ -103,6 +105,27 @@ def model_sources(sources: list[str], split: bool) -> list[str]:
     return [split_identifiers(s) for s in sources] if split else sources
 
 
+def short_name(qualified: str) -> str:
+    """A function's own name from a qualified one (`Permissions.Validate` -> `Validate`), as its
+    summary names it."""
+    return qualified.rsplit(".", 1)[-1].strip()
+
+
+def name_opening_languages(pairs: Pairs, share: float = 0.5) -> list[str]:
+    """The languages in which more than `share` of the summaries open with the function's own name
+    (case aside): Go's, whose doc comments begin with the name declared by convention (Effective Go;
+    43 of 50 csn6 valid summaries do), and none of csn6's five others (at most 1 in 50)."""
+    opened: Counter = Counter()
+    total: Counter = Counter()
+    for language, name, targets in zip(pairs.languages, pairs.names, pairs.targets):
+        if not language:
+            continue
+        total[language] += 1
+        words = targets[0].split()
+        opened[language] += bool(name and words and words[0].lower() == name.lower())
+    return sorted(lang for lang in total if opened[lang] > share * total[lang])
+
+
 def read_csn(data: Path, split: str, languages: list[str], max_records: int) -> Pairs:
     out = Pairs([], [], [])
     counters: dict[str, int] = {}
@@ -113,6 +136,7 @@ def read_csn(data: Path, split: str, languages: list[str], max_records: int) -> 
         out.targets.append([target_text(record["docstring_tokens"])])
         out.languages.append(lang)
         out.repos.append(str(record.get("repo", "")))
+        out.names.append(short_name(str(record.get("func_name", ""))))
     if not out.ids:
         raise UserError(f"{data}: no {split} records")
     return out
@@ -142,6 +166,7 @@ def read_tree(paths: list[Path], languages: list[str], max_records: int) -> tupl
                 out.targets.append([" ".join(fn.docstring.split())])
                 out.languages.append(src.language)
                 out.repos.append("")
+                out.names.append(short_name(fn.name))
                 where.append({"location": out.ids[-1], "name": fn.name, "language": src.language})
                 if max_records and len(out.ids) >= max_records:
                     return out, where
@@ -168,6 +193,7 @@ def read_codenn(path: Path, references: Path | None = None, max_records: int = 0
         out.sources.append(cols[3])
         out.languages.append("")
         out.repos.append("")
+        out.names.append("")
         if max_records and len(out.ids) >= max_records:
             break
     if skipped:

@@ -75,6 +75,10 @@ class Seq2SeqSpec:
     # this token between the parts (`data.encode_joined`; -1: targets as written, the reference's), so the
     # copy writes `getImageType` from the split source's `get image type`; generation joins them back.
     joiner: int = -1
+    # Beyond the paper (the CPU recipe): the languages whose documents begin with the function's own name,
+    # which the beam then writes before the decoder's first word (`decoding.generate`'s forced prefix):
+    # those whose training summaries mostly open with it (`data.name_opening_languages`: csn6's Go).
+    open_with_name: list[str] = field(default_factory=list)
 
 
 class Seq2Seq(nn.Module):
