@@ -421,6 +421,8 @@ def test_the_cpu_recipe_trains_the_decoder_alone_and_keeps_the_options_given(tmp
     spec = json.loads((tmp_path / "run" / "best" / "code2nl.json").read_text())
     assert spec["copy"] and spec["split_identifiers"] and set(spec["copy_exclude"]) >= {0, 1, 2} and spec["no_repeat_ngram"] == 3
     assert spec["length_penalty"] == code2nl.CPU_RECIPE["length_penalty"] > 0  # its beam ranks ended documents per token
+    assert spec["beam_size"] == code2nl.CPU_RECIPE["beam_size"] < 10  # narrower than the paper's beam: measured on valid
+    assert spec["open_with_name"] == []  # read from the summaries: the fixture's Python ones do not open with the name
     # summaries' identifiers joined with the mask token; a vocabulary distribution over the training summaries' tokens
     assert spec["joiner"] == load_tokenizer(tiny_model_dir).mask_token_id >= 0
     assert spec["joiner"] in spec["output_vocabulary"] and 2 in spec["output_vocabulary"]
