@@ -571,3 +571,16 @@ def test_generation_writes_the_functions_name_as_written_before_a_go_document(ti
     name_ids = tokenizer.encode("Get", add_special_tokens=False)
     more = tokenizer.encode(" s", add_special_tokens=False)
     assert document_text(tokenizer, [*name_ids, joiner, *more], joiner, name_ids, "Get").startswith("Gets")
+
+
+def test_open_with_name_takes_model_none_or_known_languages(tmp_path):
+    def problems(value):
+        cfg = code2nl.Code2nlEvaluateConfig(model=tmp_path, data=tmp_path, out=tmp_path / "o", open_with_name=value)
+        return [p for p in cfg.validate() if "--open-with-name" in p]
+
+    assert problems("model") == problems("none") == problems("go") == problems("go, java") == []
+    assert "golang" in problems("golang")[0] and problems(" ") and problems("go,,")
+    spec = Seq2SeqSpec(open_with_name=["go"])
+    resolved = [code2nl.Code2nlEvaluateConfig(model=tmp_path, data=tmp_path, out=tmp_path, open_with_name=v).name_openers(spec)
+                for v in ("model", "none", "java, go")]
+    assert resolved == [["go"], [], ["go", "java"]]

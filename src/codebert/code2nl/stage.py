@@ -35,6 +35,7 @@ from codebert.code2nl.decoding import generate
 from codebert.code2nl.model import (DECODER_FILE, SPEC_FILE, Seq2Seq, Seq2SeqSpec, load_seq2seq, save_seq2seq, seq2seq_loss,
                                     warm_start_decoder)
 from codebert.config import given_options, option
+from codebert.corpus.languages import SPECS
 from codebert.io import atomic_write
 from codebert import model_card
 from codebert.errors import UserError
@@ -412,8 +413,11 @@ class Code2nlEvaluateConfig:
             problems.append("--batch-size: must be >= 1")
         if self.max_records < 0 or self.threads < 0:
             problems.append("--max-records and --threads: must be >= 0")
-        if not self.open_with_name.strip():
-            problems.append("--open-with-name: `model`, `none`, or a comma list of languages (such as `go`)")
+        listed = [] if self.open_with_name.strip() in ("model", "none") else [lang.strip() for lang in self.open_with_name.split(",")]
+        unknown = [lang for lang in listed if lang and lang not in SPECS]
+        if "" in listed or unknown:
+            problems.append(f"--open-with-name: `model`, `none`, or a comma list of languages of {', '.join(sorted(SPECS))}"
+                            + (f" (not one: {', '.join(unknown)})" if unknown else ""))
         return problems
 
     def name_openers(self, spec: Seq2SeqSpec) -> list[str]:
