@@ -84,6 +84,11 @@ def encode_joined(tokenizer, texts: list[str], joiner: int) -> list[np.ndarray]:
     return out
 
 
+def encode_summaries(tokenizer, texts: list[str], joiner: int) -> list[np.ndarray]:
+    """Summaries as a model writes them: identifiers joined (`encode_joined`) where it has a joiner, as written (-1)."""
+    return encode_joined(tokenizer, texts, joiner) if joiner >= 0 else encode_texts(tokenizer, texts)
+
+
 def joined_text(tokenizer, ids: list[int], joiner: int) -> str:
     """A document's text from its token ids: the words on either side of each `joiner` written as one
     (`encode_joined`'s way back, lower-cased as the tokenizer writes); -1: the tokenizer's decode alone."""

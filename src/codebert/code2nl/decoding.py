@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from codebert.backbone import position_offset
-from codebert.code2nl.data import bos_eos, encode_joined, joined_text, model_sources, source_input
+from codebert.code2nl.data import bos_eos, encode_summaries, joined_text, model_sources, source_input
 from codebert.code2nl.model import Seq2Seq
 from codebert.inputs import Layout
 from codebert.inputs import encode_texts
@@ -401,10 +401,7 @@ def name_prefixes(tokenizer, spec, count: int, names: list[str] | None, language
         return [[] for _ in range(count)]
     wanted = [bool(name) and language in open_with_name for name, language in zip(names, languages)]
     chosen = [name for name, keep in zip(names, wanted) if keep]
-    if spec.joiner >= 0:
-        encoded = encode_joined(tokenizer, chosen, spec.joiner)
-    else:
-        encoded = encode_texts(tokenizer, chosen)
+    encoded = encode_summaries(tokenizer, chosen, spec.joiner)
     room = spec.max_target_length - 2  # <s> and at least </s>
     chosen_ids = iter(encoded)
     return [[int(t) for t in next(chosen_ids)[:room]] if keep else [] for keep in wanted]

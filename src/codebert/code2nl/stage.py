@@ -28,7 +28,7 @@ from transformers import AutoConfig
 from transformers.utils import logging as hf_logging
 
 from codebert.bleu import corpus_bleu, split_punctuation
-from codebert.code2nl.data import (EncodedPairs, Pairs, Seq2SeqBatch, bos_eos, encode_joined, model_sources, name_opening_languages,
+from codebert.code2nl.data import (EncodedPairs, Pairs, Seq2SeqBatch, bos_eos, encode_summaries, model_sources, name_opening_languages,
                                    read_codenn, read_csn, read_tree, source_input, wrap)
 from codebert.code2nl.exemplars import EXEMPLAR_DIR, ExemplarBank
 from codebert.code2nl.decoding import generate
@@ -255,7 +255,7 @@ def encoded_pairs(tokenizer, spec: Seq2SeqSpec, pairs: Pairs, exemplars: list[st
     reference, the exemplars where the model has them."""
     targets = [t[0] for t in pairs.targets]
     return EncodedPairs(encode_texts(tokenizer, model_sources(pairs.sources, spec.split_identifiers)),
-                        encode_joined(tokenizer, targets, spec.joiner) if spec.joiner >= 0 else encode_texts(tokenizer, targets),
+                        encode_summaries(tokenizer, targets, spec.joiner),
                         None if exemplars is None else encode_texts(tokenizer, exemplars))
 
 
