@@ -192,6 +192,40 @@ def test_the_training_loss_is_the_loss_of_decodes_scores(tiny_model_dir, copy, v
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("copy, vocabulary", [(False, ()), (True, ()), (True, VOCABULARY)])
+def test_label_smoothing_spreads_its_share_over_the_vocabulary_in_training_alone(tiny_model_dir, copy, vocabulary):
+    from codebert.code2nl.data import Seq2SeqBatch
+
+    model = random_seq2seq(tiny_model_dir, seed=6, copy=copy, vocabulary=vocabulary)  # no dropout: train() changes nothing else
+    ids, mask = pad_sequences([[0, 40, 41, 42, 41, 2], [0, 44, 2], [0, 45, 46, 47, 2]], 1)
+    targets, target_mask = pad_sequences([[0, 41, 9, 42, 2], [0, 44, 44, 2], [0, 2]], 1)
+    batch = Seq2SeqBatch(ids, mask, targets, target_mask)
+    plain = model(batch)
+    model.label_smoothing = 0.2
+    torch.testing.assert_close(model(batch), plain, atol=0, rtol=0)  # evaluation: the loss as it is
+    smoothed = model.train()(batch)
+    # 0.8 * the target's loss + 0.2 * the mean over the vocabulary distribution's K tokens of -log p
+    states = model.states(model.encode(ids, mask), mask, targets)[:, :-1][target_mask[:, 1:].bool()]
+    log_probs = torch.log_softmax(model.output_logits(states).float(), dim=-1)
+    assert log_probs.shape[-1] == (len(vocabulary) or model.encoder.config.vocab_size)
+    torch.testing.assert_close(smoothed, 0.8 * plain + 0.2 * (-log_probs).mean(), atol=1e-5, rtol=1e-5)
+
+
+def test_finetuning_smooths_the_training_loss_it_is_given_and_rejects_a_share_outside_0_1(tmp_path, tiny_model_dir, monkeypatch):
+    from codebert.code2nl import model as seq2seq
+
+    calls = []
+    uniform = seq2seq.uniform_cross_entropy
+    monkeypatch.setattr(seq2seq, "uniform_cross_entropy", lambda logits: calls.append(logits.shape) or uniform(logits))
+    flags = {"model": str(tiny_model_dir), "data": str(CORPUS), "out": str(tmp_path / "run"), "progress": "false",
+             "threads": "1", "recipe": "cpu", "max_steps": "2", "eval_every": "0", "max_source_length": "64",
+             "max_target_length": "16", "valid_examples": "8", "precision": "fp32"}
+    code2nl.finetune_main(load_config(code2nl.Code2nlFinetuneConfig, None, {**flags, "label_smoothing": "0.1"}))
+    assert len(calls) == 2  # once a training step (the copying decoder's path); validation never smooths
+    with pytest.raises(UserError, match="label-smoothing"):
+        load_config(code2nl.Code2nlFinetuneConfig, None, {**flags, "label_smoothing": "1"})
+
+
 @pytest.mark.parametrize("copy, repeats, alpha, vocabulary", [(False, 0, 0.0, ()), (True, 0, 0.0, ()), (True, 2, 0.0, ()),
                                                                (True, 0, 1.0, ()), (False, 2, 2.0, ()), (True, 0, 0.0, VOCABULARY)])
 def test_beam_search_of_a_copying_decoder_equals_the_plain_search(tiny_model_dir, copy, repeats, alpha, vocabulary):

@@ -111,6 +111,9 @@ class Seq2Seq(nn.Module):
         self.register_buffer("output_place", place, persistent=False)
         # The CPU recipe trains the decoder alone: the encoder runs without building a graph.
         self.frozen_encoder = False
+        # Training only (`code2nl finetune --label-smoothing`; the reference: 0): the share of the
+        # training loss spread over the vocabulary distribution (`forward`); never in a valid loss.
+        self.label_smoothing = 0.0
 
     def output_logits(self, state: torch.Tensor) -> torch.Tensor:
         """The vocabulary scores (..., K) of decoder states: the tied output layer over the whole
@@ -201,8 +204,9 @@ class Seq2Seq(nn.Module):
         out = self.states(memory, source_mask, target_ids)[:, :-1]
         labels, active = target_ids[:, 1:], batch.target_mask[:, 1:].bool()
         logits = self.output_logits(out[active]).float()  # (tokens, K): padding never reaches the vocabulary
+        smoothing = self.label_smoothing if self.training else 0.0
         if not self.spec.copy:
-            return F.cross_entropy(logits, labels[active])
+            return F.cross_entropy(logits, labels[active], label_smoothing=smoothing)
         attention, context = self.copy_read(out, memory, batch.source_ids, source_mask)  # (B, T - 1, S), (B, T - 1, H)
         generate = self.generate_gate(out, attention, context)[..., 0][active]
         copied = (attention * (batch.source_ids[:, None, :] == labels[:, :, None])).sum(dim=-1)[active]
@@ -211,7 +215,22 @@ class Seq2Seq(nn.Module):
             places = self.output_place[places]
         vocabulary = torch.exp(logits.gather(1, places.clamp_min(0)[:, None])[:, 0] - torch.logsumexp(logits, dim=-1))
         vocabulary = torch.where(places >= 0, vocabulary, torch.zeros_like(vocabulary))
-        return -torch.log((generate * vocabulary + (1 - generate) * copied).clamp_min(1e-12)).mean()
+        loss = -torch.log((generate * vocabulary + (1 - generate) * copied).clamp_min(1e-12)).mean()
+        if smoothing:
+            loss = (1 - smoothing) * loss + smoothing * uniform_cross_entropy(logits)
+        return loss
+
+
+def uniform_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """The mean over tokens of the cross-entropy of the uniform distribution against softmax(logits)
+    over the last axis (K scores): mean_k -log p_k = logsumexp(logits) - mean(logits).
+
+    A copying decoder's label smoothing (Szegedy et al., 2016; Vaswani et al., 2017 train with 0.1):
+    (1 - e) * (the mixture's loss of the target) + e * this, on the vocabulary distribution alone. It
+    is `F.cross_entropy(..., label_smoothing=e)`'s second term, which the decoder without copy uses
+    as it is; spreading it over the copy distribution too would need the (tokens, V) mixture that
+    `Seq2Seq.forward` avoids building."""
+    return (torch.logsumexp(logits, dim=-1) - logits.mean(dim=-1)).mean()
 
 
 def warm_start_decoder(model: Seq2Seq) -> None:

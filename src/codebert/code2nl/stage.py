@@ -99,6 +99,9 @@ class Code2nlFinetuneConfig(FinetuneConfig):
     exemplar_tokens: int = option(0, "beyond the paper: the encoder reads the summary of the nearest training function (BM25 "
                                      "over the code, another repository's) before the code, cut to this many tokens; the "
                                      "retrieval index is saved with the model (0: the code alone, the paper's)")
+    label_smoothing: float = option(0.0, "beyond the paper: the share of the training loss spread evenly over the decoder's "
+                                         "vocabulary distribution (Vaswani et al. 2017: 0.1; the reference: 0); the valid loss "
+                                         "is never smoothed")
     best_metric: Literal["auto", "bleu", "loss"] = option(
         "auto", "what picks best/: bleu (beam BLEU on up to --valid-examples dev items, the reference's checkpoint-best-bleu), "
         "loss (dev loss, its checkpoint-best-ppl); auto: bleu on a GPU, loss on a CPU")
@@ -128,6 +131,8 @@ class Code2nlFinetuneConfig(FinetuneConfig):
             problems.append("--exemplar-tokens: must be >= 0 and at most half of --max-source-length")
         if self.output_vocabulary < 0 or (self.output_vocabulary and not self.copy):
             problems.append("--output-vocabulary: must be >= 0, and needs --copy (other tokens are written only by copying)")
+        if not 0 <= self.label_smoothing < 1:
+            problems.append("--label-smoothing: must be in [0, 1)")
         if self.join_identifiers and not self.split_identifiers:
             problems.append("--join-identifiers: needs --split-identifiers (it copies an identifier's words from the split source)")
         return problems
@@ -340,6 +345,7 @@ def finetune_main(cfg: Code2nlFinetuneConfig) -> dict[str, Any]:
     if cfg.frozen_encoder:
         model.encoder.requires_grad_(False)  # out of the optimizer (and of DDP's gradient sync)
         model.frozen_encoder = _unfreeze_top_layers(model, cfg.encoder_train_layers, cfg.encoder_lr_scale) == 0
+    model.label_smoothing = cfg.label_smoothing
     collate = batches_of(layout, spec)
     best_metric = cfg.resolved_best_metric(device)
 
