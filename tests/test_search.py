@@ -412,6 +412,8 @@ def test_recipe_options_train_a_bi_encoder(tmp_path, tiny_model_dir):
     spec = models.SearchSpec.read(tmp_path / "run" / "best")
     assert figures["ranking"] and spec.ranking in ("dense", "lexical", "hybrid")
     assert (spec.ranking == "dense") == (figures["ranking"] == "dense")
+    record = json.loads((tmp_path / "run" / finetune.RANKING_FILE).read_text())  # the figures the choice was made on
+    assert record["chosen"]["name"] == figures["ranking"]
     with pytest.raises(UserError, match="--symmetric-loss: only for --mode bi"):
         search_config(tiny_model_dir, tmp_path / "x", mode="cross", symmetric_loss="true")
 

@@ -180,13 +180,17 @@ def collate_bi(corpus: BiCorpus, indices, max_length: int) -> BiBatch:
     return BiBatch(q_ids, q_mask, c_ids, c_mask)
 
 
+RANKING_FILE = "ranking-valid.json"  # in the run folder: every figure the choice of best/'s ranking was made on
+
+
 def choose_ranking(cfg: SearchFinetuneConfig) -> dict[str, Any]:
     """`search hybrid --save` on best/: the fusion with BM25 chosen on the valid split, in groups of up to
-    1,000 (the smallest language's valid split where it has fewer)."""
+    1,000 (the smallest language's valid split where it has fewer); its figures kept in RUN/RANKING_FILE."""
     sizes = Counter(load_examples(cfg.data, "valid", cfg.language).languages)
     return hybrid.main(hybrid.SearchHybridConfig(model=str(cfg.out / "best"), data=cfg.data, language=list(cfg.language),
                                                  group_size=min(1000, *sizes.values()), save=True, progress=False,
-                                                 threads=cfg.threads, batch_size=cfg.eval_batch_size))
+                                                 threads=cfg.threads, batch_size=cfg.eval_batch_size,
+                                                 out=cfg.out / RANKING_FILE))
 
 
 def cached_hard_negatives(cfg: SearchFinetuneConfig, examples: int, mine) -> np.ndarray:
