@@ -173,16 +173,23 @@ def test_the_copy_distribution_is_a_distribution_that_writes_the_sources_own_tok
     torch.testing.assert_close(ratio[0, :, 60], gate[0, :, 0], atol=1e-4, rtol=1e-4)
 
 
+def loss_batch():
+    """Three sources and their targets for the training-loss tests: a target token the source has
+    (41, 42: outside VOCABULARY, so only copied), one it has not (9), and a padded target."""
+    from codebert.code2nl.data import Seq2SeqBatch
+
+    ids, mask = pad_sequences([[0, 40, 41, 42, 41, 2], [0, 44, 2], [0, 45, 46, 47, 2]], 1)
+    targets, target_mask = pad_sequences([[0, 41, 9, 42, 2], [0, 44, 44, 2], [0, 2]], 1)
+    return Seq2SeqBatch(ids, mask, targets, target_mask)
+
+
 @pytest.mark.parametrize("copy, vocabulary", [(False, ()), (True, ()), (True, VOCABULARY)])
 def test_the_training_loss_is_the_loss_of_decodes_scores(tiny_model_dir, copy, vocabulary):
-    from codebert.code2nl.data import Seq2SeqBatch
     from codebert.code2nl.model import seq2seq_loss
 
     model = random_seq2seq(tiny_model_dir, seed=6, copy=copy, vocabulary=vocabulary)
-    ids, mask = pad_sequences([[0, 40, 41, 42, 41, 2], [0, 44, 2], [0, 45, 46, 47, 2]], 1)
-    # copyable (41, 42: outside VOCABULARY), not, padding
-    targets, target_mask = pad_sequences([[0, 41, 9, 42, 2], [0, 44, 44, 2], [0, 2]], 1)
-    batch = Seq2SeqBatch(ids, mask, targets, target_mask)
+    batch = loss_batch()
+    ids, mask, targets, target_mask = batch.source_ids, batch.source_mask, batch.target_ids, batch.target_mask
     fast = model(batch)
     fast_grads = torch.autograd.grad(fast, [model.dense.weight, *([model.copy_gate.weight] if copy else [])])
     slow = seq2seq_loss(model.decode(model.encode(ids, mask), mask, targets, ids), targets, target_mask, log_probs=copy)
@@ -194,12 +201,9 @@ def test_the_training_loss_is_the_loss_of_decodes_scores(tiny_model_dir, copy, v
 
 @pytest.mark.parametrize("copy, vocabulary", [(False, ()), (True, ()), (True, VOCABULARY)])
 def test_label_smoothing_spreads_its_share_over_the_vocabulary_in_training_alone(tiny_model_dir, copy, vocabulary):
-    from codebert.code2nl.data import Seq2SeqBatch
-
     model = random_seq2seq(tiny_model_dir, seed=6, copy=copy, vocabulary=vocabulary)  # no dropout: train() changes nothing else
-    ids, mask = pad_sequences([[0, 40, 41, 42, 41, 2], [0, 44, 2], [0, 45, 46, 47, 2]], 1)
-    targets, target_mask = pad_sequences([[0, 41, 9, 42, 2], [0, 44, 44, 2], [0, 2]], 1)
-    batch = Seq2SeqBatch(ids, mask, targets, target_mask)
+    batch = loss_batch()
+    ids, mask, targets, target_mask = batch.source_ids, batch.source_mask, batch.target_ids, batch.target_mask
     plain = model(batch)
     model.label_smoothing = 0.2
     torch.testing.assert_close(model(batch), plain, atol=0, rtol=0)  # evaluation: the loss as it is
