@@ -270,8 +270,12 @@ def main() -> None:
     if args.rankings:
         texts = queries(args.data, args.requests * len(args.rankings) + 40)
         runs = [(f"this version, {r}", None, texts[n * args.requests : (n + 1) * args.requests], r) for n, r in enumerate(args.rankings)]
-    if args.baseline:
-        runs.append((f"baseline {args.baseline}", args.baseline, texts[args.requests : args.requests + args.baseline_requests], None))
+    if args.baseline:  # asked for the last of --rankings (if any), so that the ratio compares like with like
+        last = args.rankings[-1] if args.rankings else None
+        start = args.requests * max(1, len(args.rankings))
+        texts = queries(args.data, start + args.baseline_requests + 40)
+        runs.append((f"baseline {args.baseline}" + (f", {last}" if last else ""), args.baseline,
+                     texts[start : start + args.baseline_requests], last))
     for name, revision, chunk, ranking in runs:
         server, base = start_server(index, revision, args.threads)
         try:
@@ -282,9 +286,10 @@ def main() -> None:
     print()
     print(format_table(["server", "round", "requests", "errors", "requests/s", "p50 ms", "p99 ms", "server RSS MB"], rows))
     if args.baseline:
-        mine = [float(r[4]) for r in rows if r[0] == "this version"]
-        theirs = [float(r[4]) for r in rows if r[0] != "this version"]
-        print(f"\nthroughput, this version / baseline: {np.mean(mine) / np.mean(theirs):.1f}x")
+        last = args.rankings[-1] if args.rankings else None
+        mine = [float(r[4]) for r in rows if r[0] == "this version" + (f", {last}" if last else "")]
+        theirs = [float(r[4]) for r in rows if r[0].startswith("baseline")]
+        print(f"\nthroughput, this version / baseline{f' ({last})' if last else ''}: {np.mean(mine) / np.mean(theirs):.1f}x")
     if len(args.rankings) > 1:
         rate = {r: np.mean([float(row[4]) for row in rows if row[0] == f"this version, {r}"]) for r in args.rankings}
         print("\n" + "; ".join(f"throughput {r} / {args.rankings[0]}: {rate[r] / rate[args.rankings[0]]:.2f}x" for r in args.rankings[1:]))

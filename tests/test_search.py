@@ -449,3 +449,40 @@ def test_model_mined_negatives_are_near_but_not_too_near_and_of_the_querys_langu
     again = finetune.main(search_config(tiny_model_dir, out, mode="bi", max_steps="3", hard_negatives="true",
                                         hard_negatives_from="model", resume="auto"))
     assert again["step"] == 3 and (np.load(out / "hard_negatives.npy") == hard).all()  # mined once per run
+
+
+def test_the_servers_bm25_postings_answer_as_fts5_does():
+    """`Bm25Matrix` (the server's lexical ranker) returns FTS5's rows and scores, whether or not the
+    query has words in half the rows or more (FTS5's floor IDF, which the postings skip at first),
+    at every limit, with rows narrowed by a mask as FTS5 narrows them with a WHERE clause."""
+    import sqlite3
+
+    examples = load_examples(CORPUS, "train")
+    db = sqlite3.connect(":memory:")
+    db.execute(lexical_search.SCHEMA)
+    db.execute("CREATE TABLE kinds(id INTEGER PRIMARY KEY, odd INTEGER)")
+    lexical_search.add(db, [(i + 1, code) for i, code in enumerate(examples.codes)])
+    db.executemany("INSERT INTO kinds VALUES (?, ?)", [(i + 1, (i + 1) % 2) for i in range(len(examples))])
+    matrix = lexical_search.Bm25Matrix(db)
+    assert len(matrix) == len(examples)
+    common = [w for w, t in matrix.vocabulary.items() if matrix.idf[t] == lexical_search.IDF_FLOOR]
+    assert "self" in common and "return" in common  # words in half the Python functions or more
+    queries = examples.queries[:20] + ["return self", "return the value of self", "zzz unknown words", "", "parse self"]
+    odd = np.array([rowid % 2 == 1 for rowid in matrix.rowids])
+    for query in queries:
+        for limit in (1, 5, 100, 10_000):
+            expected = lexical_search.search(db, query, limit)
+            got = matrix.search(query, limit)
+            assert [s for _, s in got] == pytest.approx([s for _, s in expected], rel=1e-12), (query, limit)
+            assert {i for i, _ in got} == {i for i, _ in expected} or _ties_only(got, expected), (query, limit)
+            narrowed = lexical_search.search(db, query, limit, "JOIN kinds k ON k.id = lexical.rowid", "AND k.odd = 1")
+            got = matrix.search(query, limit, odd)
+            assert [s for _, s in got] == pytest.approx([s for _, s in narrowed], rel=1e-12), (query, limit)
+            assert all(i % 2 == 1 for i, _ in got) and ({i for i, _ in got} == {i for i, _ in narrowed} or _ties_only(got, narrowed))
+    assert matrix.search("return self", 0) == [] and matrix.search("", 5) == []
+
+
+def _ties_only(got, expected) -> bool:
+    """The two answers differ only among rows tied at the cut (FTS5 leaves their order open)."""
+    cut = expected[-1][1]
+    return {i for i, s in got if s != cut} == {i for i, s in expected if s != cut}

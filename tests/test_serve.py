@@ -207,7 +207,7 @@ def test_the_servers_torch_search_gives_the_exact_top_k(served, spread):
     does not (the tiny model's vectors are bunched within 0.01 of each other)."""
     import numpy as np
 
-    from codebert.tool.store import IndexStore
+    from codebert.tool.store import IndexStore, Ranking
     from codebert.tool.serve import TorchTopK
 
     _, out, _ = served
@@ -226,6 +226,20 @@ def test_the_servers_torch_search_gives_the_exact_top_k(served, spread):
         for language in (None, "python"):
             a = plain.search_many(queries, 3, [language] * len(queries))
             b = fast.search_many(queries, 3, [language] * len(queries))
+            assert [[r["id"] for r in row] for row in a] == [[r["id"] for r in row] for row in b]
+            assert np.allclose([[r["score"] for r in row] for row in a], [[r["score"] for r in row] for row in b], atol=1e-5)
+        rows = slice(0, len(plain.exact[1]))
+        for k in (3, min(8, rows.stop)):  # 8: more than CANDIDATES (6 here), as hybrid's depth of 100 is more than 64
+            top, scores, lows = fast.top_k(queries, rows, k, lowest=True)
+            expected_top, expected_scores, expected_lows = plain.top_k(queries, rows, k, lowest=True)
+            assert (top == expected_top).all() and np.allclose(scores, expected_scores, atol=1e-5)
+            assert np.allclose(lows, expected_lows, atol=1e-6)  # hybrid's floor of the dense scale: exact
+        fast.load_lexical_matrix()  # hybrid as the server ranks: torch top-k, BM25 from postings in memory
+        texts = ["parse a memory string", "pop from a stack", "read the file", "sort numbers", "return the value", "x"]
+        hybrid = Ranking("hybrid", "sum", 0.3)
+        for language in (None, "python"):
+            a = plain.rank_many(queries, texts, 5, [language] * len(queries), hybrid)
+            b = fast.rank_many(queries, texts, 5, [language] * len(queries), hybrid)
             assert [[r["id"] for r in row] for row in a] == [[r["id"] for r in row] for row in b]
             assert np.allclose([[r["score"] for r in row] for row in a], [[r["score"] for r in row] for row in b], atol=1e-5)
     finally:
