@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import time
 
 import pytest
 
@@ -183,9 +184,49 @@ def test_the_server_picks_up_a_new_index_generation_without_a_restart(tmp_path, 
     assert [r["name"] for r in client.get("/api/search", params={"q": "add", "k": 5}).json()["results"]] == ["add_numbers"]
     (root / "b.go").write_text("package b\n\nfunc ReverseString(s string) string {\n\treturn s\n}\n")
     index_mod.main(load_config(index_mod.IndexConfig, None, flags))
-    names = {r["name"] for r in client.get("/api/search", params={"q": "add", "k": 5}).json()["results"]}
+    deadline, names = time.monotonic() + 30, set()
+    while time.monotonic() < deadline:  # the new generation loads beside the old one, which answers meanwhile
+        names = {r["name"] for r in client.get("/api/search", params={"q": "add", "k": 5}).json()["results"]}
+        if names != {"add_numbers"}:
+            break
+        time.sleep(0.05)
     assert names == {"add_numbers", "ReverseString"}
     assert client.get("/api/search", params={"q": "reverse", "language": "go"}).status_code == 200
+
+
+def test_requests_are_answered_from_the_old_generation_while_a_new_one_loads(served, monkeypatch):
+    """Loading a generation takes seconds on a large index (vectors, BM25 postings): the batcher
+    keeps answering from the one it has instead of waiting for it."""
+    import threading
+
+    from codebert.tool import serve
+
+    client, _, _ = served
+    searcher = client.app.state.searcher
+    release, started = threading.Event(), threading.Event()
+    slow = serve.Searcher._prepare
+
+    def prepare(self, store):
+        started.set()
+        release.wait(30)
+        return slow(self, store)
+
+    monkeypatch.setattr(serve.Searcher, "_prepare", prepare)
+    monkeypatch.setattr(serve, "RELOAD_SECONDS", 0.0)
+    generation = searcher.store.manifest["generation"]
+    searcher.store.manifest = {**searcher.store.manifest, "generation": generation - 1}  # as if a newer one were on disk
+    try:
+        assert client.get("/api/search", params={"q": "stack", "k": 3}).status_code == 200
+        assert started.wait(10)  # the load began ...
+        answer = client.get("/api/search", params={"q": "stack", "k": 3})  # ... and a request is answered meanwhile
+        assert answer.status_code == 200 and answer.json()["results"]
+        assert searcher.loading and searcher.store.manifest["generation"] == generation - 1  # from the old one
+    finally:
+        release.set()
+    deadline = time.monotonic() + 30
+    while searcher.loading and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert searcher.store.manifest["generation"] == generation and not searcher.loading
 
 
 def test_concurrent_queries_are_answered_each_with_its_own_results(served):

@@ -151,6 +151,7 @@ class Searcher:
         gc.freeze()
         self.checked = time.monotonic()
         self.lock = threading.Lock()
+        self.loading = False  # a thread is loading a new generation
 
     def _warm_up(self, clients: int = 16) -> None:
         """Encode once every batch shape that up to `clients` concurrent users make (batch sizes
@@ -173,26 +174,41 @@ class Searcher:
         return store
 
     def current(self):
-        """The newest complete generation (looked for at most every RELOAD_SECONDS)."""
-# Imported here: fastapi, uvicorn, pygments, torch and the index only when serving: `serve --help` stays instant.
-        # 
-        from codebert.tool.store import IndexStore, read_manifest
+        """The newest complete generation that is loaded (looked for at most every RELOAD_SECONDS).
+
+        A new generation is loaded by a thread of its own while requests are answered from the one
+        before: its vectors and BM25 postings take seconds for 100,000 functions, and the batcher
+        must not stall that long. It is served from the first batch after it is ready."""
+        from codebert.tool.store import read_manifest  # here: the index only when serving (`serve --help` stays instant)
 
         now = time.monotonic()
         if now - self.checked < RELOAD_SECONDS:
             return self.store
         with self.lock:
-            if now - self.checked < RELOAD_SECONDS:
+            if now - self.checked < RELOAD_SECONDS or self.loading:
                 return self.store
             self.checked = now
             try:
                 manifest = read_manifest(self.folder)
-                if manifest is not None and manifest["generation"] != self.store.manifest["generation"]:
-                    self.store = self._prepare(IndexStore(self.folder))  # requests in flight finish on the old one
-                    log.warning("serving generation %s of %s", manifest["generation"], self.folder)
-            except (UserError, OSError, KeyError) as exc:  # a half-deleted folder: keep serving what we have
+            except (UserError, OSError) as exc:  # a half-deleted folder: keep serving what we have
                 log.warning("%s: new generation not loaded (%s)", self.folder, exc)
+                return self.store
+            if manifest is not None and manifest.get("generation") != self.store.manifest["generation"]:
+                self.loading = True
+                threading.Thread(target=self._load, name="codebert-generation", daemon=True).start()
         return self.store
+
+    def _load(self) -> None:
+        from codebert.tool.store import IndexStore  # here: the index only when serving (`serve --help` stays instant)
+
+        try:
+            store = self._prepare(IndexStore(self.folder))
+            self.store = store  # requests in flight finish on the old one
+            log.warning("serving generation %s of %s", store.manifest["generation"], self.folder)
+        except (UserError, OSError, KeyError) as exc:  # a half-deleted folder: keep serving what we have
+            log.warning("%s: new generation not loaded (%s)", self.folder, exc)
+        finally:
+            self.loading = False
 
 
 class TorchTopK:
@@ -336,6 +352,7 @@ def create_app(index: Path, threads: int = 0, precision: str = "auto"):
     batcher = Batcher(searcher)
     app = FastAPI(title="codebert search", version="1", docs_url=None, redoc_url=None,
                   description="Natural-language search over indexed source code.")
+    app.state.searcher = searcher  # the index being served (tests and embedding applications look at it)
 
     class ApiError(Exception):
         def __init__(self, status: int, message: str):
