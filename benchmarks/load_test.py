@@ -263,17 +263,15 @@ def main() -> None:
         t0 = time.perf_counter()
         index = synthetic_index(args.synthetic, args.data, args.model, args.functions)
         print(f"index: {index} ({time.perf_counter() - t0:.0f} s to build or find)", flush=True)
-    texts = queries(args.data, args.requests + args.baseline_requests + 40)
+    start = args.requests * max(1, len(args.rankings))  # the baseline's queries come after this version's
+    texts = queries(args.data, start + args.baseline_requests + 40)
     print(f"load average at start: {os.getloadavg()[0]:.2f}", flush=True)
     rows = []
     runs = [("this version", None, texts[: args.requests], None)]
     if args.rankings:
-        texts = queries(args.data, args.requests * len(args.rankings) + 40)
         runs = [(f"this version, {r}", None, texts[n * args.requests : (n + 1) * args.requests], r) for n, r in enumerate(args.rankings)]
     if args.baseline:  # asked for the last of --rankings (if any), so that the ratio compares like with like
         last = args.rankings[-1] if args.rankings else None
-        start = args.requests * max(1, len(args.rankings))
-        texts = queries(args.data, start + args.baseline_requests + 40)
         runs.append((f"baseline {args.baseline}" + (f", {last}" if last else ""), args.baseline,
                      texts[start : start + args.baseline_requests], last))
     for name, revision, chunk, ranking in runs:

@@ -117,7 +117,7 @@ class Bm25Matrix:
         self.hits = hits.tolist()  # rows containing each word (a list: read one word at a time)
         self.starts = np.concatenate([[0], np.cumsum(hits)])
         # math.log, as the C library's log: fts5_aux.c calls it
-        idf = [math.log((n - h + 0.5) / (h + 0.5)) for h in hits.tolist()]
+        idf = [math.log((n - h + 0.5) / (h + 0.5)) for h in self.hits]
         self.idf = np.array([x if x > 0.0 else IDF_FLOOR for x in idf], dtype=np.float64)
 
     def __len__(self) -> int:
