@@ -79,7 +79,7 @@ def synthetic_index(out: Path, data: Path, model: str, functions: int, seed: int
         ids.append(db.execute("INSERT INTO functions(file_id, name, language, start_line, end_line, text, tokens) VALUES (?, ?, ?, 1, ?, ?, ?)",
                               (file_id, r.get("func_name", "f"), r["language"], r["code"].count("\n") + 1, r["code"],
                                " ".join(r.get("code_tokens", [])))).lastrowid)
-    db.execute(lexical.SCHEMA)  # as `codebert index` fills it: name, doc, code tokens
+    lexical.create(db)  # as `codebert index` fills it: name, doc, code tokens
     lexical.add(db, [(f, f"{records[i].get('func_name', 'f')} {records[i]['docstring']} {' '.join(records[i].get('code_tokens', []))}")
                      for f, i in zip(ids, chosen)])
     db.commit()
@@ -108,12 +108,14 @@ def synthetic_index(out: Path, data: Path, model: str, functions: int, seed: int
 
 
 def add_lexical(out: Path) -> None:
-    """The lexical index of a synthetic index made before it existed (from the functions' name and text)."""
+    """The lexical index of a synthetic index made before it existed, or before its words were stems
+    (from the functions' name and text, as `codebert index` writes it)."""
     from codebert.search import lexical
 
     db = sqlite3.connect(out / "meta-1.sqlite")
-    if db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (lexical.TABLE,)).fetchone() is None:
-        db.execute(lexical.SCHEMA)
+    if lexical.form_of(db) != lexical.FORM:
+        db.execute(f"DROP TABLE IF EXISTS {lexical.TABLE}")
+        lexical.create(db)
         lexical.add(db, db.execute("SELECT id, name || ' ' || text FROM functions").fetchall())
         db.commit()
     db.close()

@@ -416,6 +416,41 @@ def test_an_index_made_before_the_lexical_index_gains_one_on_update_and_says_so_
     assert ranked(out, "parse memory", "lexical")["results"]
 
 
+def test_an_index_written_before_stems_is_queried_in_its_own_words_until_an_update_rewrites_it(tree, tiny_model_dir, tmp_path, caplog):
+    import sqlite3
+
+    from codebert.search import lexical
+
+    out = tmp_path / "idx"
+    build([tree], tiny_model_dir, out)
+    assert IndexStore(out).lexical_form == "stems"
+    g = json.loads((out / "manifest.json").read_text())["generation"]
+    db = sqlite3.connect(out / f"meta-{g}.sqlite")  # the lexical index as an index made before the stems had it
+    db.execute("DROP TABLE lexical")
+    db.execute("DROP TABLE lexical_form")
+    db.execute(lexical.SCHEMA)
+    lexical.add(db, db.execute("SELECT id, name || ' ' || text FROM functions").fetchall(), form="words")
+    db.commit()
+    db.close()
+    manifest = json.loads((out / "manifest.json").read_text())
+    for recorded in ("files", "checksums"):  # the file changed under them (an index that old recorded neither)
+        del manifest[recorded]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    store = IndexStore(out)
+    assert store.lexical_form == "words"
+    assert ranked(out, "parse memory string", "lexical")["results"]  # its words as written: queried as such
+    store.load_lexical_matrix()  # the server's postings, in the same words
+    assert [i for i, _ in store.lexical_hits("parse memory string", 5, None)] == \
+        [i for i, _ in IndexStore(out).lexical_hits("parse memory string", 5, None)]
+    assert not ranked(out, "parsed memories", "lexical")["results"]  # inflections do not meet in words
+    build([tree], tiny_model_dir, out)  # nothing changed: the update rewrites the words as stems
+    assert "rewriting the lexical index's words as stems (they were words)" in caplog.text
+    store = IndexStore(out)
+    assert store.lexical_form == "stems"
+    assert store.db.execute("SELECT COUNT(*) FROM lexical").fetchone()[0] == store.manifest["functions"]
+    assert ranked(out, "parsed memories", "lexical")["results"][0]["name"] == ranked(out, "parse memory", "lexical")["results"][0]["name"]
+
+
 # ------------------------------------------------------------------------------ a damaged index
 def _damage(path, how):
     data = path.read_bytes()
@@ -487,6 +522,35 @@ def test_path_filters_keep_only_matching_files_in_every_ranking(tree, tiny_model
     assert ranked(out, "parse a memory string", ranking, k="5", path=["nowhere/**"])["results"] == []
     for r in only_py:  # the shared result shape: path:start-end an editor opens
         assert r["location"] == f"{r['path']}:{r['start_line']}-{r['end_line']}" and "snippet" in r
+
+
+def test_a_store_answers_each_path_filter_the_same_after_others_have_pushed_it_out(tree, tiny_model_dir, tmp_path, monkeypatch):
+    """The server's store keeps what each path filter admits (ids, and rows of the vectors and the
+    postings) for the last few filters only: a filter seen again after others pushed it out is
+    worked out anew, with the same answers as a store that never saw another."""
+    from codebert.tool import store as store_mod
+    from codebert.tool.filters import PathFilter
+    from codebert.tool.store import Ranking
+
+    out = tmp_path / "idx"
+    build([tree], tiny_model_dir, out)
+    monkeypatch.setattr(store_mod, "FILTERS_KEPT", 2)
+    served = IndexStore(out)
+    served.load_lexical_matrix()  # lexical rows from the postings, as `codebert serve` ranks
+    vector = np.ascontiguousarray(served.exact[0][:1] + 0.01, dtype=np.float32)
+    filters = [PathFilter.of(["**/*.py"]), PathFilter.of([], ["**/memory.py"]), PathFilter.of(["**/*.go"]), PathFilter.of(["nowhere/**"])]
+    rankings = [Ranking("dense"), Ranking("lexical"), Ranking("hybrid", "sum", 0.3)]
+
+    def answers(store, paths):
+        return [[r["id"] for r in store.rank_many(vector, ["parse a memory string pop stack"], 20, [None], how, paths)[0]]
+                for how in rankings]
+
+    first = {paths: answers(served, paths) for paths in filters}
+    assert first[filters[0]] != first[filters[1]] and first[filters[3]] == [[], [], []]
+    for paths in reversed(filters):  # each one again, after the others have pushed it out
+        fresh = IndexStore(out)  # FTS5's own rows, and a store that has seen this filter only
+        assert answers(served, paths) == first[paths] == answers(fresh, paths)
+    assert len(served._allowed) <= 2 and len(served._admitted) <= 4
 
 
 def test_a_bad_glob_is_one_line(tree, tiny_model_dir, tmp_path, capsys):

@@ -451,6 +451,25 @@ def test_model_mined_negatives_are_near_but_not_too_near_and_of_the_querys_langu
     assert again["step"] == 3 and (np.load(out / "hard_negatives.npy") == hard).all()  # mined once per run
 
 
+def test_lexical_stems_meet_across_inflections_and_a_querys_stop_words_score_nothing():
+    """The tool's lexical words are stems, and a query's stop words are dropped: "Returns the parsed
+    values" finds `parse_value` (which the sub-words as they are miss), and no function gains from
+    sharing "the" or "of" with the query."""
+    from codebert.search.data import SearchExamples
+
+    assert lexical_search.query_words("Returns the parsed values of this") == ["return", "pars", "valu"]
+    assert lexical_search.indexed_words("def parse_value(values): return the") == ["def", "pars", "valu", "valu", "return", "the"]
+    codes = ["def parse_value(text):\n    return int(text)",
+             "def the_of_the(x):\n    # the of the of the\n    return x",
+             "def load(path):\n    return open(path).read()"]
+    query = "Returns the parsed values of the text"
+    examples = SearchExamples([query] * 3, codes, [""] * 3, ["python"] * 3)
+    stems = lexical_search.FtsScorer(examples).score(np.array([0]), np.arange(3))[0]
+    words = lexical_search.FtsScorer(examples, form="words").score(np.array([0]), np.arange(3))[0]
+    assert stems.argmax() == 0 and stems[1] <= stems[2]  # "the", "of": no help to the_of_the
+    assert words.argmax() == 1  # the sub-words as they are: "the" and "of" outscore everything else
+
+
 def test_the_servers_bm25_postings_answer_as_fts5_does():
     """`Bm25Matrix` (the server's lexical ranker) returns FTS5's rows and scores, whether or not the
     query has words in half the rows or more (FTS5's floor IDF, which the postings skip at first),

@@ -241,10 +241,15 @@ def _open_meta(out: Path, manifest: dict[str, Any] | None, old_g: int, g: int) -
     db.executescript(SCHEMA)
     if "tokens" not in {row[1] for row in db.execute("PRAGMA table_info(functions)")}:
         db.execute("ALTER TABLE functions ADD COLUMN tokens TEXT NOT NULL DEFAULT ''")  # an index made before --rerank
-    if db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (lexical.TABLE,)).fetchone() is None:
-        db.execute(lexical.SCHEMA)
-        # An index made before the lexical index: its functions' text as the vectors read it (their
-        # doc comment is not stored apart; the code's own comments are in `text`).
+    form = lexical.form_of(db)
+    if form != lexical.FORM:
+        # An index made before the lexical index, or before its words were stems: its functions'
+        # text as the vectors read it (their doc comment is not stored apart; the code's own
+        # comments are in `text`), written anew in the current form. No encoding: seconds.
+        if form is not None:
+            log.warning("%s: rewriting the lexical index's words as %s (they were %s)", out, lexical.FORM, form)
+            db.execute(f"DROP TABLE {lexical.TABLE}")
+        lexical.create(db)
         lexical.add(db, db.execute("SELECT id, name || ' ' || text FROM functions").fetchall())
     return db
 

@@ -26,6 +26,8 @@ import functools
 import hashlib
 import json
 import sqlite3
+import threading
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,7 @@ CREATE INDEX IF NOT EXISTS functions_file ON functions(file_id);
 
 RANKINGS = ("dense", "lexical", "hybrid")
 HYBRID_DEPTH = 100  # candidates each ranker puts into a fused ranking
+FILTERS_KEPT = 64  # path filters whose admitted functions a store keeps worked out
 
 
 @dataclass(frozen=True)
@@ -178,8 +181,13 @@ class IndexStore:
         if not columns:
             raise damaged(meta, ValueError("no functions table"))
         self._tokens = "f.tokens" if "tokens" in columns else "'' AS tokens"  # an index made before --rerank
-        self._selectors: dict[str, tuple[Any, Any]] = {}
-        self._allowed: dict[PathFilter, np.ndarray] = {}  # path filter -> the function ids it admits  # language -> (FAISS id selector, search parameters)
+        self._selectors: dict[str, tuple[Any, Any]] = {}  # language -> (FAISS id selector, search parameters)
+        # The last FILTERS_KEPT path filters: the function ids each admits, and which rows of the
+        # vectors and of the BM25 postings those are (a server sees a few filters, many times each;
+        # bounded, as the filters are the users' to choose).
+        self._allowed: OrderedDict[PathFilter, np.ndarray] = OrderedDict()
+        self._admitted: OrderedDict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._filters_lock = threading.Lock()  # the MCP server's tools may run in threads of their own
 
     @functools.cached_property
     def faiss(self):
@@ -218,11 +226,12 @@ class IndexStore:
         rows = slice(0, len(ids)) if language is None else slices.get(language, slice(0, 0))
         none: list[float | None] = [None] * len(queries)
         if allowed is not None:  # a path filter: the admitted rows of the language's block, gathered
-            block_ids = ids[rows][np.isin(ids[rows], allowed)]
+            admitted = self._admitted_rows(allowed, ids, "vectors")[rows]
+            block_ids = ids[rows][admitted]
             k = min(k, len(block_ids))
             if k == 0:
                 return [[] for _ in queries], none
-            block = vectors[rows][np.isin(ids[rows], allowed)]
+            block = vectors[rows][admitted]
             scores = queries @ block.T
             top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
             floors = [float(low) for low in scores.min(axis=1)] if lowest else none
@@ -374,14 +383,20 @@ class IndexStore:
         scan of every row matching a common word: for a server, not for a one-query process."""
         if not self.has_lexical:
             return
-        matrix = lexical.Bm25Matrix(self.db)
+        matrix = lexical.Bm25Matrix(self.db, self.lexical_form)
         language_of = dict(self.db.execute("SELECT id, language FROM functions").fetchall())
         labels = np.array([language_of.get(int(i), "") for i in matrix.rowids], dtype=object)
         self.lexical_matrix = matrix, {language: labels == language for language in self.languages}
 
     @functools.cached_property
+    def lexical_form(self) -> str | None:
+        """The form its lexical index's words are written in (`lexical.FORMS`), which queries are
+        matched in; None: the index has no lexical index."""
+        return lexical.form_of(self.db)
+
+    @property
     def has_lexical(self) -> bool:
-        return self.db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (lexical.TABLE,)).fetchone() is not None
+        return self.lexical_form is not None
 
     @functools.cached_property
     def ranking(self) -> Ranking:
@@ -397,7 +412,7 @@ class IndexStore:
             matrix, languages = self.lexical_matrix
             admitted = None if language is None else languages[language]
             if allowed is not None:
-                admitted = np.isin(matrix.rowids, allowed) & (True if admitted is None else admitted)
+                admitted = self._admitted_rows(allowed, matrix.rowids, "postings") & (True if admitted is None else admitted)
             return matrix.search(text, limit, admitted)
         join, where, params = "", "", ()
         if language is not None:
@@ -405,17 +420,38 @@ class IndexStore:
         if allowed is not None:  # any number of ids, as one JSON array
             where += " AND lexical.rowid IN (SELECT value FROM json_each(?))"
             params += (json.dumps(allowed.tolist()),)
-        return lexical.search(self.db, text, limit, join, where, params)
+        return lexical.search(self.db, text, limit, join, where, params, self.lexical_form)
 
     def allowed_ids(self, paths: PathFilter | None) -> np.ndarray | None:
         """The ids of the functions a path filter admits (None: no filter), worked out once per filter."""
         if not paths:
             return None
-        if paths not in self._allowed:
-            files = [fid for fid, path, root in self.db.execute("SELECT id, path, root FROM files") if paths.admits(path, root)]
-            function_ids, file_ids = self._function_files
-            self._allowed[paths] = np.sort(function_ids[np.isin(file_ids, np.array(files, dtype=np.int64))])
-        return self._allowed[paths]
+        with self._filters_lock:
+            allowed = self._allowed.get(paths)
+            if allowed is None:
+                files = [fid for fid, path, root in self.db.execute("SELECT id, path, root FROM files") if paths.admits(path, root)]
+                function_ids, file_ids = self._function_files
+                allowed = self._allowed[paths] = np.sort(function_ids[np.isin(file_ids, np.array(files, dtype=np.int64))])
+                if len(self._allowed) > FILTERS_KEPT:
+                    self._allowed.popitem(last=False)
+            self._allowed.move_to_end(paths)
+            return allowed
+
+    def _admitted_rows(self, allowed: np.ndarray, rowids: np.ndarray, kind: str) -> np.ndarray:
+        """`np.isin(rowids, allowed)`: which of `rowids` (the vectors' ids, or the BM25 postings'
+        rows: `kind` names which) a path filter admits, worked out once per filter rather than per
+        query (a pass over 100,000 ids costs ~2.5 ms, about what a whole hybrid query costs the
+        server). `allowed` comes from `allowed_ids`, so its identity names the filter; the entry
+        holds the array, so that identity is not reused by another while it is kept."""
+        key = (id(allowed), kind)
+        with self._filters_lock:
+            entry = self._admitted.get(key)
+            if entry is None or entry[0] is not allowed:
+                entry = self._admitted[key] = (allowed, np.isin(rowids, allowed))
+                if len(self._admitted) > 2 * FILTERS_KEPT:  # two kinds of rows per filter
+                    self._admitted.popitem(last=False)
+            self._admitted.move_to_end(key)
+            return entry[1]
 
     @functools.cached_property
     def _function_files(self) -> tuple[np.ndarray, np.ndarray]:

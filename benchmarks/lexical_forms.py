@@ -1,0 +1,59 @@
+"""BM25 (the tool's FTS5 lexical index) in each word form, on csn6: how much the stems and the
+query's stop words are worth, language by language, in the paper's groups of 1,000.
+
+Each form indexes every group's 1,000 codes on their own and ranks the group's queries against
+them (`lexical.FtsScorer`, what `codebert search evaluate --ranking lexical` runs in the current
+form), so the rows differ only in how words are written:
+  * words -- the sub-words as they are (the lexical index before 2026-12-08);
+  * stems -- Snowball English stems on both sides, the query's Lucene stop words dropped (`lexical.FORM`).
+Prints MRR per language and macro, and each form's gain over `words`. With --query-words N the
+summaries are cut to N content words first (issue 25's short queries). About 40 s a form on one core.
+
+    python benchmarks/lexical_forms.py --data ../shared/data/csn6 [--split valid] [--query-words 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from codebert.search.data import load_examples, short_queries
+from codebert.search.lexical import FORMS, FtsScorer
+from codebert.search.scorers import group_mrr, groups_for
+from codebert.tables import format_table
+
+LANGUAGES = ["go", "java", "javascript", "php", "python", "ruby"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="CodeSearchNet-format folder (csn6)")
+    parser.add_argument("--split", default="valid", help="split to rank (choose on valid; test once)")
+    parser.add_argument("--group-size", type=int, default=1000, help="candidates per group (the paper's 1,000)")
+    parser.add_argument("--max-groups", type=int, default=1, help="groups per language (0: all)")
+    parser.add_argument("--query-words", type=int, default=0, help="cut each summary to this many content words (0: as they are)")
+    args = parser.parse_args()
+
+    mrr: dict[str, dict[str, float]] = {form: {} for form in FORMS}
+    started = time.perf_counter()
+    for language in LANGUAGES:
+        examples = load_examples(args.data, args.split, [language])
+        examples.queries = short_queries(examples.queries, args.query_words)
+        groups = groups_for(len(examples), args.group_size, args.max_groups)
+        for form in FORMS:
+            mrr[form][language], _ = group_mrr(FtsScorer(examples, form), groups)
+    rows = []
+    for form in ("words", *[f for f in FORMS if f != "words"]):
+        macro = float(np.mean(list(mrr[form].values())))
+        gain = macro - float(np.mean(list(mrr["words"].values())))
+        rows.append([form, *[round(mrr[form][lang], 4) for lang in LANGUAGES], round(macro, 4), f"{gain:+.4f}"])
+    print(format_table(["form", *LANGUAGES, "macro", "against words"], rows))
+    print(f"{args.split}, groups of {args.group_size} (at most {args.max_groups or 'all'} a language), "
+          f"query words {args.query_words or 'all'}: {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
