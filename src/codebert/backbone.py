@@ -50,7 +50,7 @@ def sha256_of(path: Path) -> str:
 @functools.cache
 def packaged_minilm() -> Path:
     """The folder of the packaged all-MiniLM-L6-v2, its weights checked against MINILM_SHA256."""
-# Imported here: transformers (seconds to import) only when a model or tokenizer is opened: option parsing and the
+    # Imported here: transformers (seconds to import) only when a model or tokenizer is opened: option parsing and the
     # lean query path read this module.
     import importlib.util
 
@@ -94,7 +94,7 @@ def check_model_folder(path: str | Path) -> None:
 @contextmanager
 def quiet_transformers():
     """transformers prints a load report of every head it skips on purpose; we log our own line."""
-# Imported here: transformers (seconds to import) only when a model or tokenizer is opened: option parsing and the
+    # Imported here: transformers (seconds to import) only when a model or tokenizer is opened: option parsing and the
     # lean query path read this module.
     from transformers.utils import logging as hf_logging
 
@@ -112,7 +112,7 @@ def _first_line(exc: BaseException) -> str:
 
 def load_config(name: str | Path, **overrides):
     """The folder's `AutoConfig` (overrides such as dropout applied), or a one-line error."""
-# Imported here: transformers (seconds to import) only when a model or tokenizer is opened: option parsing and the
+    # Imported here: transformers (seconds to import) only when a model or tokenizer is opened: option parsing and the
     # lean query path read this module.
     from transformers import AutoConfig
 
@@ -129,7 +129,7 @@ def load_tokenizer(name: str | Path):
 
     It must have a padding token; where the special tokens go is read off it by `inputs.Layout.of`.
     """
-# Imported here: transformers (seconds to import) only when a model or tokenizer is opened: option parsing and the
+    # Imported here: transformers (seconds to import) only when a model or tokenizer is opened: option parsing and the
     # lean query path read this module.
     from transformers import AutoTokenizer
 
@@ -190,7 +190,7 @@ def load_encoder(name: str | Path, from_scratch: bool = False, dropout: float | 
 
     `from_scratch`: random weights of the folder's shape (the "no pre-training" rows).
     """
-# Imported here: transformers (seconds to import) only when a model or tokenizer is opened: option parsing and the
+    # Imported here: transformers (seconds to import) only when a model or tokenizer is opened: option parsing and the
     # lean query path read this module.
     from transformers import AutoModel
 
@@ -204,7 +204,7 @@ def load_encoder(name: str | Path, from_scratch: bool = False, dropout: float | 
 
 def load_sequence_classifier(name: str | Path, num_labels: int = 2, from_scratch: bool = False, dropout: float | None = None):
     """`AutoModelForSequenceClassification` on the folder's encoder (its classifier newly initialised)."""
-# Imported here: transformers (seconds to import) only when a model or tokenizer is opened: option parsing and the
+    # Imported here: transformers (seconds to import) only when a model or tokenizer is opened: option parsing and the
     # lean query path read this module.
     from transformers import AutoModelForSequenceClassification
 

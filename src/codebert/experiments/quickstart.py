@@ -113,7 +113,7 @@ def main(cfg: QuickstartConfig) -> dict[str, Any]:
     steps = 8 if source is not None else 6
     if cfg.data is not None:
         print(f"[1/{steps}] corpus: {cfg.data} (CodeSearchNet layout)", flush=True)
-# Imported here: each step's modules (torch, transformers) only when it runs: `quickstart --help` and option errors
+        # Imported here: each step's modules (torch, transformers) only when it runs: `quickstart --help` and option errors
         # stay instant.
         from codebert.corpus.stats import StatsConfig
         from codebert.corpus.stats import main as stats_main
@@ -171,7 +171,7 @@ def main(cfg: QuickstartConfig) -> dict[str, Any]:
     start_from, why = search_start(cfg, init, pre["out"])
     print(f"\n[5/{steps}] code search: a bi-encoder fine-tuned from {start_from} ({why}), {cfg.search_steps} steps or "
           f"{cfg.search_minutes:g} minutes", flush=True)
-# Imported here: each step's modules (torch, transformers) only when it runs: `quickstart --help` and option errors
+    # Imported here: each step's modules (torch, transformers) only when it runs: `quickstart --help` and option errors
     # stay instant.
     from codebert.search import evaluate as search_evaluate
     from codebert.search import finetune as search_finetune
@@ -219,7 +219,7 @@ def main(cfg: QuickstartConfig) -> dict[str, Any]:
     idx, answers = None, []
     if source is not None:
         print(f"\n[7/{steps}] index: every function of {source}", flush=True)
-# Imported here: each step's modules (torch, transformers) only when it runs: `quickstart --help` and option errors
+        # Imported here: each step's modules (torch, transformers) only when it runs: `quickstart --help` and option errors
         # stay instant.
         from codebert.tool import index as index_stage
         from codebert.tool import query as query_stage

@@ -254,7 +254,7 @@ class Runner:
 
     def _barrier(self) -> None:
         if self.world > 1:
-# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+            # Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
             # stay instant.
             import torch.distributed as dist
 
@@ -282,7 +282,7 @@ def _stage_config(cls: type, scale: str, section: str | None, flags: dict[str, A
 
 
 def main(cfg: ReproduceConfig) -> dict[str, Any]:
-# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
     # stay instant.
     from transformers.utils import logging as hf_logging
 
@@ -384,7 +384,7 @@ def main(cfg: ReproduceConfig) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     runner.say("report" if "report" in cfg.stages else "report: stage not selected, skipped")
     if runner.rank == 0 and "report" in cfg.stages:
-# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+        # Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
         # stay instant.
         from codebert.experiments import report as reproduce_report
 
@@ -399,7 +399,7 @@ def _model_path(cfg: ReproduceConfig, variant: Variant) -> str:
 
 
 def _tokenizer(cfg: ReproduceConfig, out: Path) -> dict[str, Any]:
-# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
     # stay instant.
     from codebert.pretrain import tokenizer as stage
     from codebert.backbone import load_tokenizer
@@ -412,7 +412,7 @@ def _tokenizer(cfg: ReproduceConfig, out: Path) -> dict[str, Any]:
 
 
 def _generators(cfg: ReproduceConfig, tokenizer: Path, out: Path, languages: list[str]) -> dict[str, Any]:
-# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
     # stay instant.
     from codebert.pretrain import generators as stage
 
@@ -422,7 +422,7 @@ def _generators(cfg: ReproduceConfig, tokenizer: Path, out: Path, languages: lis
 
 def _pretrain(cfg: ReproduceConfig, variant: Variant, tokenizer: Path, generators: Path, languages: list[str],
               common: dict[str, Any]) -> dict[str, Any]:
-# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
     # stay instant.
     from codebert.pretrain import stage as pretrain
 
@@ -444,7 +444,7 @@ def _pretrain(cfg: ReproduceConfig, variant: Variant, tokenizer: Path, generator
 
 def _random_model(cfg: ReproduceConfig, variant: Variant, tokenizer: Path, out: Path) -> dict[str, Any]:
     """The 'no pre-training' row: random weights of the scale's shape, saved like any checkpoint."""
-# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
     # stay instant.
     import torch
 
@@ -465,7 +465,7 @@ def _random_model(cfg: ReproduceConfig, variant: Variant, tokenizer: Path, out: 
 
 
 def _baseline(cfg: ReproduceConfig, budget: Budget, kind: str, tokenizer: Path, languages: list[str], common: dict[str, Any]) -> dict[str, Any]:
-# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
     # stay instant.
     from codebert.search import baselines
 
@@ -480,7 +480,7 @@ _BASELINE_LABELS = {"bm25": "BM25", "nbow": "NBoW", "cnn": "1D-CNN", "birnn": "B
 
 def _search(cfg: ReproduceConfig, budget: Budget, variant: Variant, model: str, languages: list[str], run: Path,
             common: dict[str, Any]) -> dict[str, Any]:
-# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
     # stay instant.
     from codebert.search import evaluate, finetune
 
@@ -499,7 +499,7 @@ def _search(cfg: ReproduceConfig, budget: Budget, variant: Variant, model: str, 
 def _hybrid(cfg: ReproduceConfig, budget: Budget, model: str, label: str, languages: list[str], out: Path,
             common: dict[str, Any]) -> dict[str, Any]:
     """A bi-encoder ranked with BM25 fused in: the fusion chosen on valid (`search hybrid`), then the test ranking."""
-# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
     # stay instant.
     from codebert.search import evaluate, hybrid
 
@@ -518,7 +518,7 @@ def _hybrid(cfg: ReproduceConfig, budget: Budget, model: str, label: str, langua
 def _search_cross(cfg: ReproduceConfig, budget: Budget, variant: Variant, model: str, language: str, run: Path,
                   common: dict[str, Any]) -> dict[str, Any]:
     """The paper's own search model (a pair classifier) on one language, its test protocol bounded."""
-# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
     # stay instant.
     from codebert.search import evaluate, finetune
 
@@ -534,7 +534,7 @@ def _search_cross(cfg: ReproduceConfig, budget: Budget, variant: Variant, model:
 
 
 def _is_sentence_encoder(init: str) -> bool:
-# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
     # stay instant.
     from codebert.search.evaluate import zero_shot_spec
 
@@ -542,7 +542,7 @@ def _is_sentence_encoder(init: str) -> bool:
 
 
 def _zero_shot(cfg: ReproduceConfig, budget: Budget, languages: list[str], common: dict[str, Any]) -> dict[str, Any]:
-# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
     # stay instant.
     from codebert.search import evaluate
 
@@ -553,7 +553,7 @@ def _zero_shot(cfg: ReproduceConfig, budget: Budget, languages: list[str], commo
 
 
 def _probe_items(cfg: ReproduceConfig, budget: Budget, out: Path, languages: list[str]) -> dict[str, Any]:
-# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
     # stay instant.
     from codebert import probe
 
@@ -562,7 +562,7 @@ def _probe_items(cfg: ReproduceConfig, budget: Budget, out: Path, languages: lis
 
 
 def _probe(cfg: ReproduceConfig, variant: Variant, model: str, items: Path, common: dict[str, Any]) -> dict[str, Any]:
-# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
     # stay instant.
     from codebert import probe
 
@@ -573,7 +573,7 @@ def _probe(cfg: ReproduceConfig, variant: Variant, model: str, items: Path, comm
 
 def _code2nl(cfg: ReproduceConfig, budget: Budget, variant: Variant, model: str, data: Path, languages: list[str],
              run: Path, common: dict[str, Any]) -> dict[str, Any]:
-# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
     # stay instant.
     from codebert.code2nl import stage as code2nl
 
@@ -599,7 +599,7 @@ def _ir(retriever: str, data: Path, languages: list[str], budget: Budget, out: P
     """Table 5's (and 6's) IR row: `code2nl baseline` with the run's bi-encoder, on the rows' test records."""
     if not Path(resolve(retriever)).exists():
         raise UserError(f"the IR row's bi-encoder {retriever} is not there: run the search stage first")
-# Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
+    # Imported here: each unit's modules (torch, transformers) only when it runs: `reproduce --help` and option errors
     # stay instant.
     from codebert.experiments import ir_baseline
 

@@ -67,7 +67,7 @@ class QueryEncoder:
     """`encode_queries(texts)`: (n, dimension) float32 unit vectors, as `TextEncoder.encode_queries`."""
 
     def __init__(self, folder: Path, threads: int = 0):
-# Imported here: onnxruntime and tokenizers when a query is encoded; torch (embed) only for an index without the
+        # Imported here: onnxruntime and tokenizers when a query is encoded; torch (embed) only for an index without the
         # export.
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -112,7 +112,7 @@ def open_encoder(index: Path, model: str, threads: int = 0, engine: str = "auto"
     if engine == "onnx":
         raise UserError(f"{index}: no exported query encoder of {model} (or no onnxruntime); index again, or use --engine torch")
     log.info("%s: no exported query encoder; loading %s with torch", index, model)
-# Imported here: onnxruntime and tokenizers when a query is encoded; torch (embed) only for an index without the
+    # Imported here: onnxruntime and tokenizers when a query is encoded; torch (embed) only for an index without the
     # export.
     from codebert.tool.embed import TextEncoder
 

@@ -131,8 +131,7 @@ class Searcher:
     `codebert index` (the manifest names it) without a restart."""
 
     def __init__(self, folder: Path, threads: int = 0, precision: str = "auto"):
-# Imported here: fastapi, uvicorn, pygments, torch and the index only when serving: `serve --help` stays instant.
-        # 
+        # Imported here: fastapi, uvicorn, pygments, torch and the index only when serving: `serve --help` stays instant.
         from codebert.tool.embed import TextEncoder
         from codebert.tool.store import IndexStore
 
@@ -226,8 +225,7 @@ class TorchTopK:
     DELTA = 2.0**-7  # bound on |bf16 score - fp32 score| for unit vectors (2^-8 inputs, 2^-9 output, margin)
 
     def __init__(self, vectors: np.ndarray, coarse: bool):
-# Imported here: fastapi, uvicorn, pygments, torch and the index only when serving: `serve --help` stays instant.
-        # 
+        # Imported here: fastapi, uvicorn, pygments, torch and the index only when serving: `serve --help` stays instant.
         import torch
 
         self.torch = torch
@@ -457,8 +455,7 @@ def create_app(index: Path, threads: int = 0, precision: str = "auto"):
 
     @app.get("/style.css", include_in_schema=False)
     def style():
-# Imported here: fastapi, uvicorn, pygments, torch and the index only when serving: `serve --help` stays instant.
-        # 
+        # Imported here: fastapi, uvicorn, pygments, torch and the index only when serving: `serve --help` stays instant.
         from pygments.formatters import HtmlFormatter
 
         return Response(HtmlFormatter().get_style_defs(".code"), media_type="text/css")
