@@ -18,6 +18,7 @@ in the form it was written in:
            valu, which match `return parse_value(x)`. On csn6 valid BM25 alone goes from 0.622 to
            0.675 macro MRR (docs/results.md; `benchmarks/lexical_forms.py`).
   "words"  the sub-words as they are: indexes made before the stems (`codebert index` rewrites them).
+
 The Table-2 BM25 baseline (`bm25.py`, bm25s: Lucene's BM25, k1 = 1.5) is the same family with
 other constants; hybrid ranking is measured with this one (`FtsScorer`), the one the tool runs.
 
