@@ -323,6 +323,10 @@ def test_hybrid_and_lexical_ranking_in_evaluate(bi_run, capsys):
     examples = load_examples(CORPUS, "test", ["python"])
     bm25_row, _ = scorers.group_mrr(lexical_search.FtsScorer(examples), evaluation_groups(len(examples), 20))
     assert lexical["python"] == pytest.approx(bm25_row) and lexical["python"] != dense["python"]  # the tool's BM25 on the same groups
+    flags = {"model": str(out / "best"), "data": str(CORPUS), "group_size": "20", "progress": "false", "ranking": "lexical", "lexical_form": "words"}
+    words = evaluate.main(load_config(evaluate.SearchEvaluateConfig, None, flags))  # the rows from before the stems, again
+    words_row, _ = scorers.group_mrr(lexical_search.FtsScorer(examples, "words"), evaluation_groups(len(examples), 20))
+    assert words["python"] == pytest.approx(words_row) and words["lexical_form"] == "words" and lexical["lexical_form"] == "stems"
     assert 0 < results[("hybrid", "rrf", None)]["python"] <= 1 and results[("hybrid", "rrf", None)]["fusion"] == "rrf"
     code = cli_main(["search", "evaluate", "--model", str(out / "best"), "--data", str(CORPUS), "--ranking", "hybrid", "--full"])
     assert code == 2 and "--ranking hybrid" in capsys.readouterr().err

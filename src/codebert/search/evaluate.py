@@ -62,6 +62,8 @@ class SearchEvaluateConfig:
     fusion: Fusion = option("sum", "hybrid: sum (min-max normalised scores, --lexical-weight) or rrf (reciprocal ranks, k = 60)")
     lexical_weight: float = option(0.3, "hybrid sum: the BM25 share of the fused score, in [0, 1]")
     query_words: int = option(0, "cut each query to this many content words (search/data.py short_queries: short natural queries; 0: whole summaries)")
+    lexical_form: Literal["stems", "words"] = option(
+        "stems", "lexical and hybrid: BM25's words as the tool writes them (stems) or the sub-words as they are (words: before 2026-12-08)")
     out: Path | None = option(None, "also write the figures as JSON to this file (for `codebert search table`)")
     label: str = option("", "row name in the table (default: the model folder)")
     threads: int = option(0, "CPU threads for torch (0: torch's default)")
@@ -141,6 +143,8 @@ def main(cfg: SearchEvaluateConfig) -> dict[str, Any]:
                                "ranking": cfg.ranking}
     if cfg.ranking == "hybrid":
         figures.update(fusion=cfg.fusion, lexical_weight=cfg.lexical_weight if cfg.fusion == "sum" else None)
+    if cfg.ranking != "dense":
+        figures["lexical_form"] = cfg.lexical_form
     mrrs, started = {}, time.perf_counter()
     for lang in languages_of(cfg.language, cfg.data):
         examples = load_examples(cfg.data, cfg.split, [lang])
@@ -157,13 +161,13 @@ def main(cfg: SearchEvaluateConfig) -> dict[str, Any]:
             figures[f"{lang}_pairs_per_s"] = scorer.pairs_scored / max(scorer.seconds, 1e-9)
         else:
             if cfg.ranking == "lexical":
-                scorer = FtsScorer(examples)
+                scorer = FtsScorer(examples, cfg.lexical_form)
             else:
                 bi = BiEncoder(spec, tokenizer, layout, device, model)
                 q, c = bi.vectors(examples.queries, spec.query_length, cfg.batch_size), bi.vectors(examples.codes, spec.max_length, cfg.batch_size)
                 scorer = VectorScorer(q, c)
                 if cfg.ranking == "hybrid":
-                    scorer = FusedScorer(scorer, FtsScorer(examples), cfg.fusion, cfg.lexical_weight)
+                    scorer = FusedScorer(scorer, FtsScorer(examples, cfg.lexical_form), cfg.fusion, cfg.lexical_weight)
             mrrs[lang], queries = group_mrr(scorer, groups, cfg.queries_per_group)
             if cfg.full:
                 rerank_fn = None
@@ -190,7 +194,8 @@ def main(cfg: SearchEvaluateConfig) -> dict[str, Any]:
     how = f"{cfg.split}, groups of {cfg.group_size}" + (f", {cfg.max_groups} per language" if cfg.max_groups else "") + \
         (f", {cfg.queries_per_group} queries each" if cfg.queries_per_group else "") + \
         ("" if cfg.ranking == "dense" else f", {cfg.ranking}" + (f" {cfg.fusion}" + (f" {cfg.lexical_weight:g}" if cfg.fusion == "sum" else "") if cfg.ranking == "hybrid" else "")) + \
-        (f", queries cut to {cfg.query_words} words" if cfg.query_words else "")
+        (f", queries cut to {cfg.query_words} words" if cfg.query_words else "") + \
+        (", BM25 in sub-words as they are" if cfg.ranking != "dense" and cfg.lexical_form == "words" else "")
     model_card.add_figures(Path(resolve(cfg.model)), [model_card.Figure(cfg.split, f"macro MRR ({how})", figures["macro_mrr"], model_card.command_line())])
     return figures
 

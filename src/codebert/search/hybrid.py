@@ -19,7 +19,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -52,6 +52,8 @@ class SearchHybridConfig:
     max_groups: int = option(0, "only the first N groups per language (0: all)")
     query_words: list[int] = option([0, 4], "query sets: 0 = the summaries as they are, K = each cut to K content words")
     weights: list[float] = option(DEFAULT_WEIGHTS, "BM25 shares of the normalised-sum fusion to try")
+    lexical_form: Literal["stems", "words"] = option(
+        "stems", "BM25's words as the tool writes them (stems) or the sub-words as they are (words: before 2026-12-08)")
     save: bool = option(False, "write the chosen ranking into the model folder's search_model.json")
     out: Path | None = option(None, "also write every figure as JSON to this file")
     batch_size: int = option(256, "inputs per forward pass")
@@ -70,6 +72,8 @@ class SearchHybridConfig:
             problems.append("--weights: each in (0, 1) (0 is dense alone, 1 BM25 alone: both are always measured)")
         if self.max_groups < 0 or self.threads < 0 or self.batch_size < 1:
             problems.append("--max-groups and --threads: >= 0; --batch-size: >= 1")
+        if self.save and self.lexical_form != "stems":
+            problems.append("--save: the index ranks with BM25 in stems; choose with --lexical-form stems")
         return problems
 
 
@@ -129,7 +133,7 @@ def main(cfg: SearchHybridConfig) -> dict[str, Any]:
             asked = examples.subset(range(len(examples)))
             asked.queries = short_queries(examples.queries, words)
             queries = encoder.vectors(asked.queries, spec.query_length, cfg.batch_size)
-            dense, lexical = _Cached(VectorScorer(queries, codes)), _Cached(FtsScorer(asked))
+            dense, lexical = _Cached(VectorScorer(queries, codes)), _Cached(FtsScorer(asked, cfg.lexical_form))
             for row in rows:
                 scorer = {"dense": dense, "lexical": lexical}.get(row.ranking) or FusedScorer(dense, lexical, row.fusion, row.lexical_weight)
                 row.per_language.setdefault(words, {})[lang] = group_mrr(scorer, groups)[0]
@@ -141,7 +145,7 @@ def main(cfg: SearchHybridConfig) -> dict[str, Any]:
     if cfg.save:
         spec.ranking, spec.fusion, spec.lexical_weight = chosen.ranking, chosen.fusion, chosen.lexical_weight
         spec.save(Path(resolve(cfg.model)))
-    figures = {"model": cfg.model, "split": cfg.split, "languages": languages, "query_words": cfg.query_words,
+    figures = {"model": cfg.model, "split": cfg.split, "languages": languages, "query_words": cfg.query_words, "lexical_form": cfg.lexical_form,
                "rows": [{"name": r.name, "ranking": r.ranking, "fusion": r.fusion, "lexical_weight": r.lexical_weight,
                          "macro": {str(k): v for k, v in r.macro.items()},
                          "per_language": {str(k): v for k, v in r.per_language.items()}} for r in rows],
