@@ -108,16 +108,13 @@ def synthetic_index(out: Path, data: Path, model: str, functions: int, seed: int
 
 
 def add_lexical(out: Path) -> None:
-    """The lexical index of a synthetic index made before it existed, or before its words were stems
-    (from the functions' name and text, as `codebert index` writes it)."""
-    from codebert.search import lexical
+    """The lexical index of a synthetic index made before it existed, or before its words were stems,
+    as `codebert index` gives an old index one."""
+    from codebert.tool.index import upgrade_lexical
 
     db = sqlite3.connect(out / "meta-1.sqlite")
-    if lexical.form_of(db) != lexical.FORM:
-        db.execute(f"DROP TABLE IF EXISTS {lexical.TABLE}")
-        lexical.create(db)
-        lexical.add(db, db.execute("SELECT id, name || ' ' || text FROM functions").fetchall())
-        db.commit()
+    upgrade_lexical(db, out)
+    db.commit()
     db.close()
 
 

@@ -241,17 +241,22 @@ def _open_meta(out: Path, manifest: dict[str, Any] | None, old_g: int, g: int) -
     db.executescript(SCHEMA)
     if "tokens" not in {row[1] for row in db.execute("PRAGMA table_info(functions)")}:
         db.execute("ALTER TABLE functions ADD COLUMN tokens TEXT NOT NULL DEFAULT ''")  # an index made before --rerank
-    form = lexical.form_of(db)
-    if form != lexical.FORM:
-        # An index made before the lexical index, or before its words were stems: its functions'
-        # text as the vectors read it (their doc comment is not stored apart; the code's own
-        # comments are in `text`), written anew in the current form. No encoding: seconds.
-        if form is not None:
-            log.warning("%s: rewriting the lexical index's words as %s (they were %s)", out, lexical.FORM, form)
-            db.execute(f"DROP TABLE {lexical.TABLE}")
-        lexical.create(db)
-        lexical.add(db, db.execute("SELECT id, name || ' ' || text FROM functions").fetchall())
+    upgrade_lexical(db, out)
     return db
+
+
+def upgrade_lexical(db: sqlite3.Connection, out: Path) -> None:
+    """Give an index made before the lexical index, or before its words were stems, a lexical index
+    in the current form: its functions' text as the vectors read it (their doc comment is not stored
+    apart; the code's own comments are in `text`). No encoding: seconds."""
+    form = lexical.form_of(db)
+    if form == lexical.FORM:
+        return
+    if form is not None:
+        log.warning("%s: rewriting the lexical index's words as %s (they were %s)", out, lexical.FORM, form)
+        db.execute(f"DROP TABLE {lexical.TABLE}")
+    lexical.create(db)
+    lexical.add(db, db.execute("SELECT id, name || ' ' || text FROM functions").fetchall())
 
 
 def _read_files(cfg: IndexConfig, reasons: Counter) -> dict[str, tuple[SourceFile, str, str]]:
