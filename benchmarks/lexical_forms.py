@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--latency", type=int, default=0, help="also time queries over this many training functions (0: skip)")
     parser.add_argument("--queries", type=int, default=500, help="--latency: valid summaries to time")
     args = parser.parse_args()
+    if not args.data.is_dir():
+        parser.error(f"--data {args.data}: no such folder")
 
     mrr: dict[str, dict[str, float]] = {form: {} for form in ORDER}
     started = time.perf_counter()
